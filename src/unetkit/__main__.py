@@ -1,0 +1,5 @@
+import sys
+
+from unetkit.cli import main
+
+sys.exit(main())
