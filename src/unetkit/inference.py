@@ -1,0 +1,119 @@
+"""Image tensors in, native-resolution logits out: resizing, padding, tiling and flip TTA.
+
+Shared by validation during training, `evaluate`, `predict` and the Python API, so the model is
+always run the same way it was validated.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from unetkit.imageio import resize_image
+from unetkit.runtime import Runtime
+from unetkit.transforms import normalize
+
+
+@dataclass(frozen=True)
+class InferenceSpec:
+    """What a checkpoint records about how its model sees images."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    resize: str  # resize: the model runs at `size`; crop: at native resolution
+    size: tuple[int, int]
+    binary: bool
+    threshold: float = 0.5
+    tile: int = 1024  # crop mode: images with more than tile*tile pixels run in overlapping tiles
+    overlap: float = 0.25
+
+
+def inference_spec_from(meta: dict) -> InferenceSpec:
+    return InferenceSpec(
+        mean=tuple(meta["normalization"]["mean"]),
+        std=tuple(meta["normalization"]["std"]),
+        resize=meta["input"]["resize"],
+        size=tuple(meta["input"]["size"]),
+        binary=meta["model_config"]["num_classes"] == 1,
+        threshold=float(meta["threshold"]),
+    )
+
+
+def _forward(model, x: torch.Tensor, rt: Runtime, tta: bool) -> torch.Tensor:
+    """x: (N, C, H, W) normalised -> (N, K, H, W) float32 logits, averaged over flips with tta."""
+    if rt.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with rt.autocast():
+        out = model(x).float()
+        if tta:
+            out = out + model(x.flip(-1)).float().flip(-1)
+            out = out + model(x.flip(-2)).float().flip(-2)
+            out = out / 3
+    return out
+
+
+def gaussian_weights(h: int, w: int, device) -> torch.Tensor:
+    """(h, w) weights peaking at the tile centre (sigma = size / 8), so seams blend smoothly."""
+    ys = torch.arange(h, device=device, dtype=torch.float32) - (h - 1) / 2
+    xs = torch.arange(w, device=device, dtype=torch.float32) - (w - 1) / 2
+    wy = torch.exp(-(ys**2) / (2 * (h / 8) ** 2))
+    wx = torch.exp(-(xs**2) / (2 * (w / 8) ** 2))
+    weights = wy[:, None] * wx[None, :]
+    return weights / weights.max() + 1e-3
+
+
+def _starts(length: int, tile: int, stride: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    n = math.ceil((length - tile) / stride) + 1
+    return sorted({min(i * stride, length - tile) for i in range(n)})
+
+
+def sliding_window(model, x: torch.Tensor, rt: Runtime, tile: int, overlap: float, tta: bool) -> torch.Tensor:
+    """(1, C, H, W) -> (1, K, H, W) logits from overlapping tiles blended with Gaussian weights."""
+    _, _, h, w = x.shape
+    th, tw = min(tile, h), min(tile, w)
+    stride_h, stride_w = max(1, int(th * (1 - overlap))), max(1, int(tw * (1 - overlap)))
+    weights = gaussian_weights(th, tw, x.device)
+    out = acc = None
+    for y in _starts(h, th, stride_h):
+        for x0 in _starts(w, tw, stride_w):
+            logits = _forward(model, x[:, :, y : y + th, x0 : x0 + tw], rt, tta)
+            if out is None:
+                out = torch.zeros(1, logits.shape[1], h, w, device=x.device)
+                acc = torch.zeros(h, w, device=x.device)
+            out[:, :, y : y + th, x0 : x0 + tw] += logits * weights
+            acc[y : y + th, x0 : x0 + tw] += weights
+    return out / acc
+
+
+@torch.no_grad()
+def predict_logits(model, images: torch.Tensor, spec: InferenceSpec, rt: Runtime, tta: bool = False) -> torch.Tensor:
+    """images: (N, C, H, W) float in [0, 1], all one size -> (N, K, H, W) float32 logits."""
+    n, _, h, w = images.shape
+    x = images.float()
+    if spec.resize == "resize":
+        x = torch.stack([resize_image(im, spec.size) for im in x])
+    x = normalize(x.to(rt.device), spec.mean, spec.std)
+    if spec.resize == "crop" and h * w > spec.tile * spec.tile:
+        logits = torch.cat([sliding_window(model, x[i : i + 1], rt, spec.tile, spec.overlap, tta) for i in range(n)])
+    else:
+        logits = _forward(model, x, rt, tta)
+    if logits.shape[-2:] != (h, w):
+        logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+    return logits
+
+
+def logits_to_pred(logits: torch.Tensor, binary: bool, threshold: float = 0.5) -> torch.Tensor:
+    """(N, K, H, W) logits -> (N, H, W) long class indices; the one place thresholds apply."""
+    if binary:
+        return (torch.sigmoid(logits[:, 0]) > threshold).long()
+    return logits.argmax(1)
+
+
+def logits_to_probs(logits: torch.Tensor, binary: bool) -> torch.Tensor:
+    """(N, K, H, W) -> (N, K', H, W) probabilities; binary gives the foreground probability only."""
+    return torch.sigmoid(logits) if binary else torch.softmax(logits, 1)

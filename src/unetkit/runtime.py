@@ -1,0 +1,106 @@
+"""Device, precision, threads, seeds and distributed set-up: decided once, at the edge."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    precision: str  # fp32 | bf16 | fp16 (what autocast runs in)
+    channels_last: bool
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def autocast(self):
+        """The precision context for forward passes; a no-op in fp32."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def describe(self) -> str:
+        text = f"device {self.device}, precision {self.precision}"
+        text += ", channels_last" if self.channels_last else ""
+        if self.device.type == "cpu":
+            text += f", {torch.get_num_threads()} threads"
+        if self.distributed:
+            text += f", rank {self.rank}/{self.world_size}"
+        return text
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True on CPUs with AMX-BF16 or AVX512-BF16, where bf16 autocast beats fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("amx_bf16", "avx512_bf16"))
+
+
+def choose_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} asked for but CUDA is not available; use --device cpu")
+    return device
+
+
+def choose_precision(requested: str, device: torch.device) -> str:
+    if requested == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if cpu_has_fast_bf16() else "fp32"
+    if requested == "fp16" and device.type == "cpu":
+        raise RuntimeError("precision fp16 is for CUDA; on a CPU use bf16 or fp32")
+    return requested
+
+
+def setup(
+    device: str = "auto", precision: str = "auto", channels_last: bool = True, deterministic: bool = False
+) -> Runtime:
+    """Pick device and precision, and join the process group when launched by torchrun."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = choose_device(device)
+    if world_size > 1:
+        import torch.distributed as dist
+
+        if dev.type == "cuda":
+            dev = torch.device("cuda", local_rank)
+            torch.cuda.set_device(dev)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        if dev.type == "cuda":
+            torch.backends.cudnn.benchmark = False
+    elif dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    return Runtime(dev, choose_precision(precision, dev), channels_last, rank, world_size, local_rank)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+
+
+def step_seed(seed: int, epoch: int, step: int) -> int:
+    """A seed for one step that depends only on its position, so resumed runs replay exactly."""
+    return (seed * 1_000_003 + epoch * 10_007 + step) % (2**63 - 1)
