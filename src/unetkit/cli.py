@@ -227,9 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, CheckpointError, TrainingError, CliError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except PermissionError as e:
+    except OSError as e:
         print(
-            f"error: cannot write {e.filename}: permission denied; choose a folder you can write to",
+            f"error: cannot write or read {e.filename}: {e.strerror}; check the path and its permissions",
             file=sys.stderr,
         )
         return 2

@@ -234,7 +234,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "demo": {
         "model": {"widths": (16, 32, 64, 128)},
         "data": {"size": (128, 128)},
-        "epochs": 30,
+        "epochs": 25,
         "batch_size": 8,
     },
 }

@@ -539,11 +539,11 @@ def fit(
                     f"val_loss {row['val_loss']:.4f}  dice {row['val_dice']:.4f}  iou {row['val_iou']:.4f}  "
                     f"lr {lr:.2e}  {train_time:.1f}s  {row['images_per_s']:.1f} img/s" + ("  *" if improved else "")
                 )
+                save_last(epoch, 0)  # first, so a kill in what follows loses nothing
                 write_metrics(history, run_dir / "metrics.csv")
                 plots.curves(history, run_dir / "curves.png")
                 if config.sample_every and len(prep.val) and (epoch % config.sample_every == 0 or epoch == 1):
                     sample_grid(model, prep, ispec, rt, run_dir / "samples" / f"epoch_{epoch:03d}.png")
-                save_last(epoch, 0)
                 if improved:
                     checkpoint.save(
                         {
