@@ -1,9 +1,11 @@
 # Two commands do everything on a fresh machine: `make demo` and `make test`.
 # Both create .venv on first use. TORCH pins the torch build: the default is the CPU wheel
-# (2.13.0); an unpinned torch would pull a multi-GB CUDA build.
+# (2.13.0); an unpinned torch would pull a multi-GB CUDA build. TORCH_INDEX picks another
+# wheel index (e.g. a CUDA one).
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
 BIN := $(VENV)/bin
 
 .PHONY: demo test lint setup clean
@@ -13,7 +15,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 

@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from unetkit import checkpoint, plots
-from unetkit.config import TrainConfig, build, merge, parse_duration, to_dict
+from unetkit.config import ConfigError, TrainConfig, build, merge, parse_duration, to_dict
 from unetkit.data import (
     Pair,
     RandomCropDataset,
@@ -397,6 +397,7 @@ def fit(
         f"{rt.describe()}; {steps_per_epoch} steps/epoch, {total_steps} steps"
     )
 
+    board = open_tensorboard(run_dir) if config.tensorboard and rt.is_main else None
     stop_reason = ""
     lr = lr_at(step, total_steps, warmup, config.optim.lr, config.optim.schedule)
     interrupted = {"flag": False}
@@ -540,6 +541,10 @@ def fit(
                     f"lr {lr:.2e}  {train_time:.1f}s  {row['images_per_s']:.1f} img/s" + ("  *" if improved else "")
                 )
                 save_last(epoch, 0)  # first, so a kill in what follows loses nothing
+                if board is not None:
+                    for key in ("train_loss", "val_loss", "val_dice", "val_iou", "val_accuracy", "lr", "images_per_s"):
+                        board.add_scalar(key, row[key], epoch)
+                    board.flush()
                 write_metrics(history, run_dir / "metrics.csv")
                 plots.curves(history, run_dir / "curves.png")
                 if config.sample_every and len(prep.val) and (epoch % config.sample_every == 0 or epoch == 1):
@@ -558,6 +563,8 @@ def fit(
                 stop_reason = "early_stopping"
                 log(f"early stopping: no improvement for {config.patience} epochs")
     finally:
+        if board is not None:
+            board.close()
         if old_handler is not None:
             signal.signal(signal.SIGINT, old_handler)
     stop_reason = stop_reason or "completed"
@@ -580,6 +587,17 @@ def fit(
         log(f"done ({stop_reason}) in {time.monotonic() - start_time:.0f}s; best val score {best:.4f}")
         log(f"best checkpoint: {result.best_checkpoint}\nplots: {run_dir / 'curves.png'}, {run_dir / 'samples'}")
     return result
+
+
+def open_tensorboard(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError(
+            "tensorboard: the tensorboard package is not installed; pip install 'unetkit[tensorboard]' "
+            "or leave --tensorboard off"
+        ) from None
+    return SummaryWriter(str(run_dir / "tensorboard"))
 
 
 def train_step(

@@ -167,11 +167,19 @@ class MaskSpec:
 
 
 def infer_mask_spec(value_sets: list[set[int]], ignore_value: int | None, num_classes: int | None = None) -> MaskSpec:
-    """Guess binary vs class-index from the values seen in (a sample of) single-channel masks."""
+    """Guess binary vs class-index from the values seen in (a sample of) single-channel masks.
+
+    0/255 or 0/1 is binary; 255 with a few stray values is still binary (the strays are then
+    reported as unknown values); small integers are class indices."""
     values = set().union(*value_sets) - ({ignore_value} if ignore_value is not None else set())
-    if values <= {0, 255} or values <= {0, 1}:
+    if num_classes in (None, 2) and (values <= {0, 255} or values <= {0, 1} or (255 in values and len(values) <= 4)):
         return MaskSpec("binary", 2, ignore_value)
     n = num_classes or (max(values) + 1)
+    if n > 64 and not num_classes:
+        raise DataError(
+            f"mask values {sorted(values)[:12]} look like neither a binary (0/255) nor a class-index mask; "
+            "set mask_mode and classes (or ignore_value) to say what they mean"
+        )
     return MaskSpec("index", max(n, 2), ignore_value)
 
 
