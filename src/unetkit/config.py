@@ -171,6 +171,7 @@ class TrainConfig:
     threshold: float = 0.5  # binary decision threshold on the foreground probability
     sample_every: int = 5  # epochs between prediction grids
     checkpoint_every: int = 0  # also save last.pt every N steps; 0 = once per epoch
+    sync_bn: bool = False  # torchrun: SyncBatchNorm (batch statistics over all ranks)
     tensorboard: bool = False  # also log to RUN/tensorboard (needs the `tensorboard` extra)
 
     def __post_init__(self) -> None:

@@ -285,6 +285,7 @@ class FitResult:
     steps: int
     stopped: str  # completed | early_stopping | max_steps | time_limit | interrupted
     history: list[dict]
+    model: torch.nn.Module | None = field(default=None, repr=False)  # the trained network (this rank's)
 
 
 METRIC_FIELDS = [
@@ -369,6 +370,8 @@ def fit(
 
     train_model: torch.nn.Module = model
     if rt.distributed:
+        if config.sync_bn:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         train_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[rt.local_rank] if rt.device.type == "cuda" else None
         )
@@ -496,6 +499,7 @@ def fit(
                     break
             bar.close()
             train_time = time.monotonic() - t0
+            sync_buffers(model, rt)
             if stop_reason == "interrupted" and batch_in_epoch < len(batches):
                 save_last(epoch, batch_in_epoch)
                 break
@@ -582,7 +586,12 @@ def fit(
         step,
         stop_reason,
         history,
+        _unwrap(model),
     )
+    if rt.distributed:
+        import torch.distributed as dist
+
+        dist.barrier()  # rank 0 has written its checkpoints before anyone returns
     if rt.is_main and stop_reason != "interrupted":
         log(f"done ({stop_reason}) in {time.monotonic() - start_time:.0f}s; best val score {best:.4f}")
         log(f"best checkpoint: {result.best_checkpoint}\nplots: {run_dir / 'curves.png'}, {run_dir / 'samples'}")
@@ -656,6 +665,17 @@ def sample_grid(model, prep: Prepared, ispec: InferenceSpec, rt: Runtime, path: 
         pred = logits_to_pred(logits, ispec.binary, ispec.threshold)[0].cpu()
         samples.append((plots.to_rgb_uint8(image), mask.numpy(), pred.numpy()))
     plots.grid(samples, len(prep.classes), path)
+
+
+def sync_buffers(model: torch.nn.Module, rt: Runtime) -> None:
+    """Give every rank rank 0's BatchNorm running statistics, so all ranks evaluate and save the
+    same model (DDP syncs gradients, and buffers only at the start of each forward)."""
+    if not rt.distributed:
+        return
+    import torch.distributed as dist
+
+    for buf in model.buffers():
+        dist.broadcast(buf.data, 0)
 
 
 def _main_thread() -> bool:

@@ -1,0 +1,31 @@
+"""Run under torchrun by test_distributed.py: train, then save this rank's weights and val counts."""
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from unetkit.config import resolve
+from unetkit.engine import evaluate, fit
+from unetkit.evaluate import dataset_for
+from unetkit.predict import Segmenter
+
+data, out = sys.argv[1], Path(sys.argv[2])
+overrides = {
+    "model": {"widths": (4, 8)},
+    "data": {"root": data, "size": (32, 32)},
+    "epochs": 2,
+    "batch_size": 2,
+    "precision": "fp32",
+    "sample_every": 0,
+    "device": "cpu",
+}
+result = fit(resolve(overrides=overrides), out=out / "run")
+rank = dist.get_rank()
+torch.save(result.model.state_dict(), out / f"rank{rank}.pt")
+seg = Segmenter.load(result.last_checkpoint, device="cpu", precision="fp32")
+ev = evaluate(seg.model, dataset_for(seg, data, "val", result.last_checkpoint), seg.spec, seg.rt, tuple(seg.classes))
+(out / f"rank{rank}.json").write_text(json.dumps({"cm": ev.cm.tolist(), "world": dist.get_world_size()}))
+dist.destroy_process_group()

@@ -1,0 +1,45 @@
+"""torchrun with 2 CPU processes (gloo): identical weights on both ranks, metrics equal to 1 process."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from unetkit.evaluate import evaluate_checkpoint
+
+
+@pytest.mark.slow
+def test_two_process_ddp(demo_dir, tmp_path):
+    worker = Path(__file__).with_name("ddp_worker.py")
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(worker),
+        str(demo_dir),
+        str(tmp_path),
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (
+        f"exit {done.returncode}\nSTDERR:\n{done.stderr[-6000:]}\nSTDOUT:\n{done.stdout[-2000:]}"
+    )
+    assert done.stdout.count("run folder:") == 1  # rank 0 alone logs
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    for key in r0:
+        assert torch.equal(r0[key], r1[key]), key
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["state_dict"]
+    for key in r0:
+        assert torch.equal(saved[key], r0[key]), key
+    m0 = json.loads((tmp_path / "rank0.json").read_text())
+    m1 = json.loads((tmp_path / "rank1.json").read_text())
+    assert m0["world"] == 2 and m0["cm"] == m1["cm"]
+    single = evaluate_checkpoint(
+        tmp_path / "run" / "checkpoints" / "last.pt", demo_dir, "val", precision="fp32", device="cpu", progress=False
+    )
+    assert single["confusion_matrix"] == m0["cm"]
