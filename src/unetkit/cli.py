@@ -54,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", help="seed (the original recipe) or demo")
     p.add_argument("--out", help="run folder (default runs/train-DATE-TIME)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    p.add_argument(
+        "--time-budget",
+        metavar="DURATION",
+        help="e.g. 30m: measure this machine and pick network, size, batch and epochs to fit",
+    )
     _add_config_flags(p)
 
     p = sub.add_parser("evaluate", help="metrics of a checkpoint on a dataset split, at original resolution")
@@ -113,21 +118,26 @@ def _flag_values(args: argparse.Namespace) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from unetkit.config import overrides_from_flags, resolve
-    from unetkit.engine import fit
+    from unetkit.config import overrides_from_flags, parse_duration, resolve
+    from unetkit.engine import default_run_dir, fit
 
     flags = _flag_values(args)
     if args.data:
         flags["csv" if args.data.endswith(".csv") else "root"] = args.data
     overrides = overrides_from_flags(flags)
     if args.resume:
-        if args.config or args.preset or args.out:
-            raise CliError("--resume continues a run with its saved config; drop --config/--preset/--out")
+        if args.config or args.preset or args.out or args.time_budget:
+            raise CliError("--resume continues a run with its saved config; drop --config/--preset/--out/--time-budget")
         result = fit(resume=args.resume, overrides=overrides)
     else:
         preset = args.preset or (None if args.data or args.config else "demo")
         config = resolve(preset, args.config, overrides)
-        result = fit(config, out=args.out)
+        out = Path(args.out) if args.out else default_run_dir()
+        if args.time_budget:
+            from unetkit.autoconfig import plan
+
+            config = plan(config, parse_duration(args.time_budget), out)
+        result = fit(config, out=out)
     return 130 if result.stopped == "interrupted" else 0
 
 

@@ -299,6 +299,8 @@ METRIC_FIELDS = [
     "lr",
     "seconds",
     "images_per_s",
+    "data_fraction",
+    "val_seconds",
 ]
 
 
@@ -440,7 +442,7 @@ def fit(
                 prep.train.set_epoch(epoch)
             batches = batches_for_epoch(n_train, config.batch_size, config.seed, epoch, rt.rank, rt.world_size)
             t0 = time.monotonic()
-            loss_sum, loss_n, images_seen = 0.0, 0, 0
+            loss_sum, loss_n, images_seen, data_time = 0.0, 0, 0, 0.0
             train_model.train()
             bar = tqdm(
                 total=len(batches),
@@ -455,19 +457,11 @@ def fit(
                 lr = lr_at(step, total_steps, warmup, config.optim.lr, config.optim.schedule)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                loss = train_step(
-                    train_model,
-                    prep.train,
-                    batches[b],
-                    config,
-                    rt,
-                    optimizer,
-                    scaler,
-                    loss_fn,
-                    prep.mean,
-                    prep.std,
-                    step_seed(config.seed, epoch, b),
-                )
+                seed = step_seed(config.seed, epoch, b)
+                t_data = time.perf_counter()
+                x, target = load_batch(prep.train, batches[b], config, rt, prep.mean, prep.std, seed)
+                data_time += time.perf_counter() - t_data
+                loss = optimize(train_model, x, target, config, rt, optimizer, scaler, loss_fn, seed)
                 if not math.isfinite(loss):
                     raise TrainingError(
                         f"loss became {loss} at epoch {epoch + 1}, step {step + 1}; training stopped so it "
@@ -511,7 +505,9 @@ def fit(
                 "lr": lr,
                 "seconds": round(train_time, 2),
                 "images_per_s": round(images_seen / max(train_time, 1e-9), 2),
+                "data_fraction": round(data_time / max(train_time, 1e-9), 4),
             }
+            t_val = time.monotonic()
             if len(prep.val):
                 ev = evaluate(model, prep.val, ispec, rt, prep.classes, loss_fn, batch_size=config.batch_size)
                 s = ev.scores
@@ -530,6 +526,7 @@ def fit(
                     val_accuracy=float("nan"),
                 )
                 score = -row["train_loss"]
+            row["val_seconds"] = round(time.monotonic() - t_val, 2)
             history.append(row)
             improved = score > best
             if improved:
@@ -542,7 +539,8 @@ def fit(
                 log(
                     f"epoch {row['epoch']}/{config.epochs}  train_loss {row['train_loss']:.4f}  "
                     f"val_loss {row['val_loss']:.4f}  dice {row['val_dice']:.4f}  iou {row['val_iou']:.4f}  "
-                    f"lr {lr:.2e}  {train_time:.1f}s  {row['images_per_s']:.1f} img/s" + ("  *" if improved else "")
+                    f"lr {lr:.2e}  {train_time:.1f}s  {row['images_per_s']:.1f} img/s  data {row['data_fraction']:.0%}"
+                    + ("  *" if improved else "")
                 )
                 save_last(epoch, 0)  # first, so a kill in what follows loses nothing
                 if board is not None:
@@ -609,32 +607,24 @@ def open_tensorboard(run_dir: Path):
     return SummaryWriter(str(run_dir / "tensorboard"))
 
 
-def train_step(
-    model,
-    dataset,
-    batch: list[int],
-    config: TrainConfig,
-    rt: Runtime,
-    optimizer,
-    scaler,
-    loss_fn,
-    mean,
-    std,
-    seed: int,
-) -> float:
-    """One optimisation step on one batch; augmentation and dropout seeded by the step's position."""
+def load_batch(dataset, batch: list[int], config: TrainConfig, rt: Runtime, mean, std, seed: int):
+    """Cached samples -> augmented, normalised (x, target) on the device; seeded by the step."""
     items = [dataset[i] for i in batch]
-    images = torch.stack([im for im, _ in items]).float()
-    masks = torch.stack([m for _, m in items]).long()
-    g = torch.Generator().manual_seed(seed)
-    images, masks = augment(images, masks, config.augment, g)
-    torch.manual_seed(seed)
-    x = normalize(images, mean, std).to(rt.device, non_blocking=True)
+    # Stack on the CPU, move the compact (half / uint8) tensors, then augment on the device.
+    images = torch.stack([im for im, _ in items]).to(rt.device, non_blocking=True).float()  # (N, C, H, W)
+    masks = torch.stack([m for _, m in items]).to(rt.device, non_blocking=True).long()  # (N, H, W)
+    images, masks = augment(images, masks, config.augment, torch.Generator().manual_seed(seed))
+    x = normalize(images, mean, std)
     if rt.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    target = masks.to(rt.device, non_blocking=True)
+    return x, masks
+
+
+def optimize(model, x, target, config: TrainConfig, rt: Runtime, optimizer, scaler, loss_fn, seed: int) -> float:
+    """One optimisation step; dropout seeded by the step's position so resumed runs replay it."""
+    torch.manual_seed(seed)
     with rt.autocast():
-        logits = model(x)
+        logits = model(x)  # (N, K, H, W)
     loss = loss_fn(logits, target)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()

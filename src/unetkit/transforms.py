@@ -16,16 +16,17 @@ from unetkit.config import AugmentConfig
 from unetkit.imageio import IGNORE
 
 
-def _uniform(n: int, low: float, high: float, g: torch.Generator) -> torch.Tensor:
-    return torch.rand(n, generator=g) * (high - low) + low
+def _uniform(n: int, low: float, high: float, g: torch.Generator, device=None) -> torch.Tensor:
+    """Per-sample parameters come from the CPU generator `g` (same draws on any device), then move."""
+    return (torch.rand(n, generator=g) * (high - low) + low).to(device)
 
 
-def _chosen(n: int, p: float, g: torch.Generator) -> torch.Tensor:
-    return torch.rand(n, generator=g) < p
+def _chosen(n: int, p: float, g: torch.Generator, device=None) -> torch.Tensor:
+    return (torch.rand(n, generator=g) < p).to(device)
 
 
 def flip(images, masks, p: float, dim: int, g: torch.Generator):
-    sel = _chosen(images.shape[0], p, g)
+    sel = _chosen(images.shape[0], p, g, images.device)
     if sel.any():
         images, masks = images.clone(), masks.clone()
         images[sel] = images[sel].flip(dim)
@@ -58,7 +59,7 @@ def _sample_grid(images, masks, grid):
     return out_img, torch.where(m < 0, torch.full_like(m, IGNORE), m)
 
 
-def affine_grid(n, h, w, p, scale_range, rotate_deg, g, elastic_p=0.0, elastic_alpha=0.04):
+def affine_grid(n, h, w, p, scale_range, rotate_deg, g, elastic_p=0.0, elastic_alpha=0.04, device=None):
     """Per-sample random scale, rotation and translation (and optional elastic) sampling grid."""
     sel = _chosen(n, p, g)
     scale = torch.exp(_uniform(n, math.log(scale_range[0]), math.log(scale_range[1]), g))
@@ -78,14 +79,14 @@ def affine_grid(n, h, w, p, scale_range, rotate_deg, g, elastic_p=0.0, elastic_a
         ],
         1,
     )  # (N, 2, 3) maps output coords to input coords
-    grid = F.affine_grid(theta, (n, 1, h, w), align_corners=False)
+    grid = F.affine_grid(theta.to(device), (n, 1, h, w), align_corners=False)
     esel = _chosen(n, elastic_p, g)
     if esel.any():
-        coarse = torch.randn(n, 2, 5, 5, generator=g) * elastic_alpha
+        coarse = (torch.randn(n, 2, 5, 5, generator=g) * elastic_alpha).to(device)
         field = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False)
-        field = field * esel.view(n, 1, 1, 1)
+        field = field * esel.to(device).view(n, 1, 1, 1)
         grid = grid + field.permute(0, 2, 3, 1)
-    return grid, sel | esel
+    return grid, (sel | esel).to(device)
 
 
 def geometric(images, masks, cfg: AugmentConfig, g: torch.Generator):
@@ -94,7 +95,9 @@ def geometric(images, masks, cfg: AugmentConfig, g: torch.Generator):
     images, masks = rot90(images, masks, cfg.rot90, g)
     if cfg.affine > 0 or cfg.elastic > 0:
         n, _, h, w = images.shape
-        grid, sel = affine_grid(n, h, w, cfg.affine, cfg.scale_range, cfg.rotate_deg, g, cfg.elastic)
+        grid, sel = affine_grid(
+            n, h, w, cfg.affine, cfg.scale_range, cfg.rotate_deg, g, cfg.elastic, device=images.device
+        )
         if sel.any():
             new_img, new_mask = _sample_grid(images[sel], masks[sel], grid[sel])
             images, masks = images.clone(), masks.clone()
@@ -139,21 +142,22 @@ def gaussian_blur(images, sigma: float):
 
 def photometric(images, cfg: AugmentConfig, g: torch.Generator):
     n = images.shape[0]
+    dev = images.device
     view = (n, 1, 1, 1)
     if cfg.brightness:
-        images = images + _uniform(n, -cfg.brightness, cfg.brightness, g).view(view)
+        images = images + _uniform(n, -cfg.brightness, cfg.brightness, g, dev).view(view)
     if cfg.contrast:
         mean = images.mean(dim=(1, 2, 3), keepdim=True)
-        images = (images - mean) * _uniform(n, 1 - cfg.contrast, 1 + cfg.contrast, g).view(view) + mean
+        images = (images - mean) * _uniform(n, 1 - cfg.contrast, 1 + cfg.contrast, g, dev).view(view) + mean
     if cfg.saturation and images.shape[1] >= 3:
         gray = _gray(images)
-        f = _uniform(n, 1 - cfg.saturation, 1 + cfg.saturation, g).view(view)
+        f = _uniform(n, 1 - cfg.saturation, 1 + cfg.saturation, g, dev).view(view)
         images = torch.cat([(images[:, :3] - gray) * f + gray, images[:, 3:]], 1)
     if cfg.hue:
-        images = adjust_hue(images, _uniform(n, -cfg.hue, cfg.hue, g))
+        images = adjust_hue(images, _uniform(n, -cfg.hue, cfg.hue, g, dev))
     images = images.clamp(0, 1)
     if cfg.gamma:
-        gamma = torch.exp(_uniform(n, -cfg.gamma, cfg.gamma, g)).view(view)
+        gamma = torch.exp(_uniform(n, -cfg.gamma, cfg.gamma, g, dev)).view(view)
         images = images.clamp_min(1e-6) ** gamma
     if cfg.blur:
         sel = _chosen(n, cfg.blur, g)
@@ -161,8 +165,9 @@ def photometric(images, cfg: AugmentConfig, g: torch.Generator):
         for i in torch.nonzero(sel).flatten().tolist():
             images[i : i + 1] = gaussian_blur(images[i : i + 1], float(sigmas[i]))
     if cfg.noise:
-        std = _uniform(n, 0, cfg.noise, g).view(view)
-        images = images + torch.randn(images.shape, generator=g) * std
+        std = _uniform(n, 0, cfg.noise, g, dev).view(view)
+        noise_gen = torch.Generator(device=dev).manual_seed(int(torch.randint(0, 2**62, (1,), generator=g)))
+        images = images + torch.randn(images.shape, generator=noise_gen, device=dev) * std
     return images.clamp(0, 1)
 
 

@@ -1,0 +1,146 @@
+"""Training throughput: unetkit's defaults vs a plain fp32 NCHW eager reference of the same network.
+
+Prints and records images/s, the speed-up, achieved conv GFLOP/s as a fraction of the bf16 (and
+fp32) matmul ceilings measured in the same run, and peak memory. Each measurement runs in its own
+process so its peak memory is its own.
+
+    python benchmarks/bench_train.py [--device cpu|cuda] [--steps 3] [--sizes 256,512]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import conv_flops, header, matmul_gflops, peak_rss_mb, run_isolated, timeit, write_section  # noqa: E402
+
+WIDTHS = {"seed (64-512)": (64, 128, 256, 512), "width 32 (32-256)": (32, 64, 128, 256)}
+
+
+def single(args: dict) -> dict:
+    from unetkit.config import resolve
+    from unetkit.engine import build_optimizer, load_batch, optimize
+    from unetkit.losses import make_loss
+    from unetkit.model import UNet
+    from unetkit.runtime import setup
+
+    torch.manual_seed(0)
+    size, batch, widths, mode = args["size"], args["batch"], tuple(args["widths"]), args["mode"]
+    device = torch.device(args["device"])
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(batch * 2, 3, size, size, generator=g).half()
+    masks = (torch.rand(batch * 2, size, size, generator=g) > 0.5).to(torch.uint8)
+    dataset = list(zip(images, masks, strict=True))
+    if mode == "reference":
+        model = UNet(widths=widths).to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+        x = images[:batch].float().to(device)
+        y = masks[:batch].float().unsqueeze(1).to(device)
+
+        def step():
+            loss = F.binary_cross_entropy_with_logits(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            return loss
+
+        precision = "fp32 NCHW eager"
+    else:
+        config = resolve(
+            overrides={
+                "model": {"widths": widths},
+                "data": {"size": (size, size)},
+                "batch_size": batch,
+                "device": args["device"],
+                "compile": args.get("compile", False),
+            }
+        )
+        rt = setup(config.device, config.precision, config.channels_last)
+        model = UNet(widths=widths).to(rt.device).to(memory_format=torch.channels_last)
+        opt = build_optimizer(config, model)
+        scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.precision == "fp16")
+        loss_fn = make_loss(config.loss, 2)
+        train_model = torch.compile(model) if config.compile else model
+        counter = [0]
+
+        def step():
+            counter[0] += 1
+            x, t = load_batch(dataset, list(range(batch)), config, rt, [0.5] * 3, [0.25] * 3, counter[0])
+            return optimize(train_model, x, t, config, rt, opt, scaler, loss_fn, counter[0])
+
+        precision = (
+            f"{rt.precision}{' + channels_last' if rt.channels_last else ''}{' + compile' if config.compile else ''}"
+        )
+    sec = timeit(step, device, warmup=2 if args.get("compile") else 1, repeat=args["steps"])
+    flops = 3 * batch * conv_flops(UNet(widths=widths), torch.randn(1, 3, size, size))
+    mem = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else peak_rss_mb()
+    return {
+        "images_per_s": batch / sec,
+        "seconds_per_step": sec,
+        "conv_gflops": flops / sec / 1e9,
+        "precision": precision,
+        "peak_mb": mem,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--single")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--sizes", default="256,512")
+    p.add_argument("--compile", action="store_true", help="also measure the defaults with --compile")
+    p.add_argument("--section", default="")
+    a = p.parse_args()
+    if a.single:
+        print(json.dumps(single(json.loads(a.single))))
+        return
+    device = torch.device(a.device)
+    bf16 = matmul_gflops(torch.bfloat16, device)
+    fp32 = matmul_gflops(torch.float32, device)
+    print(f"matmul ceilings: bf16 {bf16:.0f} GFLOP/s, fp32 {fp32:.0f} GFLOP/s", flush=True)
+    rows = []
+    for name, widths in WIDTHS.items():
+        for size in (int(s) for s in a.sizes.split(",")):
+            base = {"size": size, "batch": a.batch, "widths": widths, "device": a.device, "steps": a.steps}
+            ref = run_isolated(__file__, {**base, "mode": "reference"})
+            ours = run_isolated(__file__, {**base, "mode": "ours"})
+            results = [("reference", ref), ("unetkit", ours)]
+            if a.compile:
+                results.append(("unetkit --compile", run_isolated(__file__, {**base, "mode": "ours", "compile": True})))
+            for label, r in results:
+                row = (
+                    f"| {name} | {size} | {label}: {r['precision']} | {r['images_per_s']:.2f} | "
+                    f"{r['images_per_s'] / ref['images_per_s']:.2f}x | {r['conv_gflops']:.0f} | "
+                    f"{r['conv_gflops'] / bf16:.0%} | {r['conv_gflops'] / fp32:.0%} | {r['peak_mb']:.0f} |"
+                )
+                print(row, flush=True)
+                rows.append(row)
+    command = "python benchmarks/bench_train.py " + " ".join(sys.argv[1:])
+    mem = "peak GPU memory allocated" if device.type == "cuda" else "peak RSS of the process"
+    md = [
+        f"## Training throughput ({a.device}{' ' + a.section if a.section else ''})",
+        "",
+        header(command),
+        f"Matmul ceilings measured in this run: bf16 {bf16:.0f} GFLOP/s, fp32 {fp32:.0f} GFLOP/s. "
+        f"Batch {a.batch}; median of {a.steps} steps after warm-up. Conv GFLOP/s counts 3x the forward "
+        f"convolution FLOPs per image. Memory: {mem}.",
+        "",
+        "| network | px | run | img/s | vs reference | conv GFLOP/s | of bf16 ceiling | of fp32 ceiling | peak MiB |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *rows,
+    ]
+    write_section(f"train-{a.device}{a.section}", "\n".join(md))
+
+
+if __name__ == "__main__":
+    main()

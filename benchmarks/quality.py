@@ -1,0 +1,241 @@
+"""Quality on real data at a fixed training-time budget: train from scratch, evaluate on the test split.
+
+Datasets (../shared/data): grabcut (fixed seeded 35/15 split, band 128 ignored), isbi2012_em (fixed
+24/6 split), camvid (official split subset, void ignored), drive (official split; pixels outside the
+field of view ignored, so Dice is measured inside the FOV). Recipes: `seed` (the original recipe,
+bugs fixed), `default` (unetkit's defaults, epochs fitted to the budget so the schedule completes),
+`auto` (`--time-budget`: network, size, batch and epochs chosen by measuring this machine).
+
+    python benchmarks/quality.py --budget 10m --datasets grabcut,isbi2012_em --recipes default,seed --seeds 0
+    python benchmarks/quality.py --table   # rewrite the RESULTS.md table from quality_results.jsonl
+
+Every finished run appends one JSON line to benchmarks/quality_results.jsonl; the table in
+RESULTS.md is made from those lines, so it only ever shows what was run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+HERE = Path(__file__).parent
+DATA = HERE.parent.parent / "shared" / "data"
+RESULTS_JSONL = HERE / "quality_results.jsonl"
+CACHE = HERE / ".cache"
+sys.path.insert(0, str(HERE))
+
+CAMVID_CLASSES = (
+    "sky",
+    "building",
+    "pole",
+    "road",
+    "pavement",
+    "tree",
+    "sign",
+    "fence",
+    "car",
+    "pedestrian",
+    "bicyclist",
+)
+
+
+def drive_with_fov() -> Path:
+    """DRIVE with mask value 128 outside the field of view (ignored in loss and metrics)."""
+    root = CACHE / "drive_fov"
+    for split in ("train", "test"):
+        src = DATA / "drive" / split
+        for sub in ("images", "masks"):
+            (root / split / sub).mkdir(parents=True, exist_ok=True)
+        for img in sorted((src / "images").iterdir()):
+            link = root / split / "images" / img.name
+            if not link.exists():
+                link.symlink_to(img.resolve())
+            out = root / split / "masks" / f"{img.stem}.png"
+            if not out.exists():
+                mask = np.asarray(Image.open(src / "masks" / f"{img.stem}.png"))
+                fov = np.asarray(Image.open(src / "fov" / f"{img.stem}.png"))
+                Image.fromarray(np.where(fov > 0, mask, 128).astype(np.uint8)).save(out)
+    return root
+
+
+def dataset_options(name: str) -> tuple[dict, str]:
+    """(data config overrides, path given to evaluate) for a benchmark dataset."""
+    if name == "grabcut":
+        csv = str(HERE / "splits" / "grabcut.csv")
+        return {"csv": csv, "ignore_value": 128, "mask_mode": "binary"}, csv
+    if name == "isbi2012_em":
+        csv = str(HERE / "splits" / "isbi2012_em.csv")
+        return {"csv": csv, "in_channels": 1, "mask_mode": "binary"}, csv
+    if name == "camvid":
+        root = str(DATA / "camvid")
+        return {"root": root, "ignore_value": 11, "mask_mode": "index", "classes": CAMVID_CLASSES}, root
+    if name == "drive":
+        root = str(drive_with_fov())
+        return {"root": root, "ignore_value": 128, "mask_mode": "binary"}, root
+    raise SystemExit(f"unknown dataset {name}")
+
+
+def recipe_config(recipe: str, data: dict, budget_s: float, seed: int, out: Path):
+    from unetkit.autoconfig import plan, time_step
+    from unetkit.config import resolve
+
+    overrides = {"data": data, "seed": seed, "sample_every": 0, "time_limit": f"{int(budget_s)}s"}
+    if recipe == "seed":
+        return resolve("seed", None, {**overrides, "epochs": 100000})
+    config = resolve(None, None, overrides)
+    if recipe == "auto":
+        return plan(config, budget_s, out)
+    # default: fit the epoch count to the budget so the cosine schedule runs to its end.
+    from unetkit.data import check_dataset
+
+    _, splits, spec = check_dataset(config.data)
+    step = time_step(config, spec.num_classes)
+    steps_per_epoch = max(1, len(splits["train"]) // config.batch_size)
+    val_s = len(splits["val"]) * step / config.batch_size / 3
+    epochs = max(1, math.floor(0.85 * budget_s / (steps_per_epoch * step + val_s)))
+    return dataclasses.replace(config, epochs=epochs)
+
+
+def run_one(dataset: str, recipe: str, budget_s: float, seed: int) -> dict:
+    from unetkit.engine import fit
+    from unetkit.evaluate import evaluate_checkpoint
+
+    data, eval_path = dataset_options(dataset)
+    out = HERE / "quality" / f"{dataset}-{recipe}-b{int(budget_s)}-s{seed}"
+    t0 = time.monotonic()
+    config = recipe_config(recipe, data, budget_s, seed, out)
+    result = fit(config, out=out)
+    train_s = time.monotonic() - t0
+    summary = evaluate_checkpoint(result.best_checkpoint, eval_path, "test", out / "eval-test", progress=False)
+    classes = summary["classes"]
+    row = {
+        "dataset": dataset,
+        "recipe": recipe,
+        "budget_s": budget_s,
+        "seed": seed,
+        "train_seconds": round(train_s, 1),
+        "epochs": result.epochs_done,
+        "steps": result.steps,
+        "stopped": result.stopped,
+        "widths": list(config.model.widths),
+        "size": list(config.data.size),
+        "batch_size": config.batch_size,
+        "precision": json.loads((out / "config.json").read_text())["runtime"]["precision"],
+        "num_test_images": summary["num_images"],
+        "mean_iou": summary["mean_iou"],
+        "pixel_accuracy": summary["pixel_accuracy"],
+        "pixel_error": 1 - summary["pixel_accuracy"],
+        "fg_iou": classes[1]["iou"] if len(classes) == 2 else None,
+        "fg_dice": classes[1]["dice"] if len(classes) == 2 else None,
+        "per_class_iou": {c["name"]: c["iou"] for c in classes},
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+    with RESULTS_JSONL.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def fmt(v, pct=False):
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{100 * v:.1f}" if pct else f"{v:.3f}"
+
+
+def table() -> str:
+    from common import header
+
+    rows = [json.loads(line) for line in RESULTS_JSONL.read_text().splitlines() if line.strip()]
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], r["recipe"], r["budget_s"]), []).append(r)
+    lines = [
+        "| dataset | recipe | budget | seeds | network, input, batch | epochs | headline metric (test) | other |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (ds, recipe, budget), rs in sorted(groups.items()):
+
+        def stat(key, rs=rs):
+            vals = [r[key] for r in rs if r.get(key) is not None]
+            if not vals:
+                return "-"
+            if len(vals) == 1:
+                return f"{vals[0]:.3f}"
+            return f"{np.mean(vals):.3f} ± {np.std(vals, ddof=1):.3f}"
+
+        r0 = rs[0]
+        net = f"{r0['widths']}, {r0['size'][0]}px, b{r0['batch_size']}"
+        if ds == "camvid":
+            head = f"mIoU {stat('mean_iou')}"
+            other = f"global acc {stat('pixel_accuracy')}"
+        elif ds == "isbi2012_em":
+            head = f"fg IoU {stat('fg_iou')}"
+            other = f"pixel error {stat('pixel_error')}"
+        elif ds == "drive":
+            head = f"vessel Dice (FOV) {stat('fg_dice')}"
+            other = f"vessel IoU {stat('fg_iou')}"
+        else:
+            head = f"fg IoU {stat('fg_iou')}"
+            other = f"fg Dice {stat('fg_dice')}"
+        lines.append(
+            f"| {ds} | {recipe} | {budget / 60:.0f} min | {len(rs)} | {net} | "
+            f"{'/'.join(str(r['epochs']) for r in rs)} | {head} | {other} |"
+        )
+    cam = [r for r in rows if r["dataset"] == "camvid"]
+    if cam:
+        best = max(cam, key=lambda r: r["mean_iou"])
+        lines += [
+            "",
+            f"CamVid per-class test IoU, best run ({best['recipe']}, {best['budget_s'] / 60:.0f} min, "
+            f"seed {best['seed']}):",
+            "",
+            "| " + " | ".join(best["per_class_iou"]) + " |",
+            "|" + "---|" * len(best["per_class_iou"]),
+            "| " + " | ".join(fmt(v) for v in best["per_class_iou"].values()) + " |",
+        ]
+    md = [
+        "## Quality on real data (fixed training-time budget, CPU)",
+        "",
+        header("python benchmarks/quality.py --budget ... (rows from benchmarks/quality_results.jsonl)"),
+        "Trained from scratch within the budget (measurement for auto-configuration included), evaluated on the "
+        "test split at original resolution with the best-validation checkpoint. ± is the standard deviation "
+        "over seeds.",
+        "",
+        *lines,
+    ]
+    return "\n".join(md)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--budget", default="10m")
+    p.add_argument("--datasets", default="grabcut,isbi2012_em,camvid,drive")
+    p.add_argument("--recipes", default="default,seed")
+    p.add_argument("--seeds", default="0")
+    p.add_argument("--table", action="store_true", help="only rewrite the RESULTS.md table")
+    a = p.parse_args()
+    from common import write_section
+
+    if not a.table:
+        if not DATA.is_dir():
+            raise SystemExit(f"{DATA} not found: the datasets live in ../shared/data beside the repo")
+        from unetkit.config import parse_duration
+
+        budget = parse_duration(a.budget)
+        for seed in (int(s) for s in a.seeds.split(",")):
+            for dataset in a.datasets.split(","):
+                for recipe in a.recipes.split(","):
+                    run_one(dataset, recipe, budget, seed)
+    write_section("quality", table())
+
+
+if __name__ == "__main__":
+    main()

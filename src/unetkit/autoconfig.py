@@ -1,0 +1,172 @@
+"""Self-configuration for a time budget: fingerprint the data, time candidate networks on this
+machine, and pick width, input size, batch size and epochs so that training fits the budget.
+
+The rule, in order: prefer the largest input size (up to the data's own scale), then the widest
+network, that still gets enough optimiser steps in the budget (at least 30 epochs' worth of
+steps, clamped to 300..2000). Whatever is chosen and why is written to RUN/autoconfig.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from unetkit.config import TrainConfig
+from unetkit.data import check_dataset, class_names
+from unetkit.engine import build_model, build_optimizer, demo_config, load_batch, optimize
+from unetkit.losses import make_loss
+from unetkit.runtime import setup
+
+WIDTHS = ((16, 32, 64, 128), (32, 64, 128, 256), (64, 128, 256, 512))
+SIZES = (512, 384, 256, 192, 128)
+BUDGET_SHARE = 0.85  # of the budget planned for training; the rest covers validation and slack
+
+
+def fingerprint(config: TrainConfig) -> dict:
+    """Image sizes, class count and frequencies, foreground fraction, dataset size."""
+    report, splits, spec = check_dataset(config.data)
+    sizes = sorted(report.sizes.elements())
+    widths = sorted(w for w, _ in sizes)
+    heights = sorted(h for _, h in sizes)
+    total = sum(n for c, n in report.class_pixels.items() if c != 255) or 1
+    freqs = {int(c): n / total for c, n in sorted(report.class_pixels.items()) if c != 255}
+    return {
+        "pairs": {s: len(p) for s, p in splits.items()},
+        "median_size_hw": [heights[len(heights) // 2], widths[len(widths) // 2]] if sizes else [0, 0],
+        "min_size_hw": [heights[0], widths[0]] if sizes else [0, 0],
+        "num_classes": spec.num_classes,
+        "classes": list(class_names(config.data, spec)),
+        "class_frequencies": freqs,
+        "foreground_fraction": 1 - freqs.get(0, 0.0),
+        "problems": len(report.problems),
+    }
+
+
+def time_step(config: TrainConfig, num_classes: int, steps: int = 2) -> float:
+    """Seconds per training step of `config`'s network, size and batch on this machine."""
+    rt = setup(config.device, config.precision, config.channels_last)
+    torch.manual_seed(0)
+    model = build_model(config, config.data.in_channels, num_classes).to(rt.device)
+    if rt.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = build_optimizer(config, model)
+    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.precision == "fp16")
+    loss_fn = make_loss(config.loss, num_classes)
+    h, w = config.data.size
+    n = config.batch_size
+    g = torch.Generator().manual_seed(0)
+    dataset = [
+        (
+            torch.rand(config.data.in_channels, h, w, generator=g).half(),
+            torch.randint(0, num_classes, (h, w), generator=g).to(torch.uint8),
+        )
+        for _ in range(n)
+    ]
+    mean, std = [0.5] * config.data.in_channels, [0.25] * config.data.in_channels
+    times = []
+    for i in range(steps + 1):
+        t = time.perf_counter()
+        x, target = load_batch(dataset, list(range(n)), config, rt, mean, std, i)
+        optimize(model, x, target, config, rt, opt, scaler, loss_fn, i)
+        if rt.device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times[1:]))
+
+
+def _round32(x: float) -> int:
+    return max(64, int(x) // 32 * 32)
+
+
+def plan(config: TrainConfig, budget_s: float, out: Path | None = None, log=print) -> TrainConfig:
+    """Return `config` with model widths, size, batch size, epochs and time limit set for the budget."""
+    if config.data.root is None and config.data.csv is None:
+        config = demo_config(config, out or Path("."))
+    fp = fingerprint(config)
+    k = fp["num_classes"]
+    n_train = fp["pairs"]["train"]
+    median = min(fp["median_size_hw"])
+    crop = config.data.resize == "crop"
+    sizes = [s for s in SIZES if s <= max(128, _round32(median))]
+    candidates = [(s, w) for s in sizes for w in reversed(WIDTHS)]
+    measured = []
+    spent = 0.0
+    chosen = None
+    for size, widths in candidates:
+        batch = 8 if size <= 256 else 4
+        trial = dataclasses.replace(
+            config,
+            model=dataclasses.replace(config.model, widths=widths),
+            data=dataclasses.replace(config.data, size=(size, size)),
+            batch_size=batch,
+        )
+        t0 = time.perf_counter()
+        step = time_step(trial, k)
+        spent += time.perf_counter() - t0
+        steps_per_epoch = max(1, n_train // batch)
+        needed = int(min(2000, max(300, 30 * steps_per_epoch)))
+        affordable = int((BUDGET_SHARE * budget_s - spent) / step)
+        measured.append(
+            {
+                "size": size,
+                "widths": list(widths),
+                "batch": batch,
+                "seconds_per_step": round(step, 4),
+                "steps_needed": needed,
+                "steps_affordable": affordable,
+            }
+        )
+        log(
+            f"autoconfig: {size}px widths {list(widths)} batch {batch}: {step:.3f} s/step, "
+            f"{affordable} steps affordable, {needed} wanted"
+        )
+        if affordable >= needed:
+            chosen = (trial, step, steps_per_epoch)
+            break
+        if spent > 0.1 * budget_s:
+            break
+    if chosen is None:  # nothing reaches the wanted steps: take the cheapest measured candidate
+        best = min(measured, key=lambda m: m["seconds_per_step"])
+        trial = dataclasses.replace(
+            config,
+            model=dataclasses.replace(config.model, widths=tuple(best["widths"])),
+            data=dataclasses.replace(config.data, size=(best["size"], best["size"])),
+            batch_size=best["batch"],
+        )
+        chosen = (trial, best["seconds_per_step"], max(1, n_train // best["batch"]))
+    trial, step, steps_per_epoch = chosen
+    # Validation costs about one forward per val image per epoch: budget for it.
+    val_per_epoch = fp["pairs"]["val"] * step / trial.batch_size / 3
+    epoch_s = steps_per_epoch * step + val_per_epoch
+    epochs = max(1, math.floor((BUDGET_SHARE * budget_s - spent) / epoch_s))
+    final = dataclasses.replace(trial, epochs=epochs, time_limit=f"{int(budget_s)}s")
+    reasoning = {
+        "budget_seconds": budget_s,
+        "fingerprint": fp,
+        "candidates_measured": measured,
+        "measurement_seconds": round(spent, 1),
+        "chosen": {
+            "size": list(final.data.size),
+            "widths": list(final.model.widths),
+            "batch_size": final.batch_size,
+            "epochs": epochs,
+            "seconds_per_step": round(step, 4),
+            "estimated_epoch_seconds": round(epoch_s, 2),
+            "resize": "crop" if crop else "resize",
+        },
+        "rule": __doc__.strip().split("\n\n")[1].replace("\n", " "),
+    }
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "autoconfig.json").write_text(json.dumps(reasoning, indent=2))
+    log(
+        f"autoconfig: chose {final.data.size[0]}px, widths {list(final.model.widths)}, batch {final.batch_size}, "
+        f"{epochs} epochs (~{epoch_s:.1f}s each) for a {budget_s:.0f}s budget"
+    )
+    return final
