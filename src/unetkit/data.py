@@ -6,7 +6,7 @@ import csv
 import hashlib
 import json
 import random
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +25,6 @@ from unetkit.imageio import (
     read_mask_raw,
     resize_image,
     resize_mask,
-    to_channels,
 )
 
 SPLITS = ("train", "val", "test")
@@ -485,35 +484,3 @@ def channel_stats(dataset: SegmentationDataset, max_items: int = 256) -> tuple[l
     mean = s / count
     std = (s2 / count - mean**2).clamp_min(1e-8).sqrt().clamp_min(1e-3)
     return mean.tolist(), std.tolist()
-
-
-def dataset_fingerprint(pairs: list[Pair]) -> dict:
-    """Image sizes and counts, for self-configuration and reports."""
-    sizes = []
-    for p in pairs:
-        with Image.open(p.image) as im:
-            sizes.append(im.size)
-    w = sorted(s[0] for s in sizes)
-    h = sorted(s[1] for s in sizes)
-    return {
-        "num_pairs": len(pairs),
-        "median_width": w[len(w) // 2] if w else 0,
-        "median_height": h[len(h) // 2] if h else 0,
-    }
-
-
-__all__ = [
-    "DataError",
-    "Pair",
-    "Problem",
-    "Report",
-    "SegmentationDataset",
-    "RandomCropDataset",
-    "SampleCache",
-    "check_dataset",
-    "class_names",
-    "find_pairs",
-    "split_pairs",
-    "to_channels",
-    "defaultdict",
-]

@@ -131,7 +131,7 @@ def adjust_hue(images, shift):
 
 def gaussian_blur(images, sigma: float):
     radius = max(1, int(math.ceil(2 * sigma)))
-    x = torch.arange(-radius, radius + 1, dtype=images.dtype)
+    x = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
     k = torch.exp(-(x**2) / (2 * sigma**2))
     k = k / k.sum()
     c = images.shape[1]
