@@ -20,7 +20,7 @@ def test_plan_fits_the_budget_and_writes_its_reasoning(demo_dir, tmp_path):
     assert planned.data.size == (128, 128)  # small images: the smallest candidate size
     assert planned.time_limit == "20s"
     est = why["chosen"]["estimated_epoch_seconds"] * planned.epochs + why["measurement_seconds"]
-    assert est <= 20
+    assert planned.epochs == 1 or est <= 20  # at least one epoch even when measuring ate the budget
 
 
 def test_cli_time_budget(demo_dir, tmp_path):

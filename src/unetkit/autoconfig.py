@@ -19,8 +19,7 @@ import torch
 
 from unetkit.config import TrainConfig
 from unetkit.data import check_dataset, class_names
-from unetkit.engine import build_model, build_optimizer, demo_config, load_batch, optimize
-from unetkit.losses import make_loss
+from unetkit.engine import build_training, demo_config, load_batch, optimize
 from unetkit.runtime import setup
 
 WIDTHS = ((16, 32, 64, 128), (32, 64, 128, 256), (64, 128, 256, 512))
@@ -52,12 +51,7 @@ def time_step(config: TrainConfig, num_classes: int, steps: int = 2) -> float:
     """Seconds per training step of `config`'s network, size and batch on this machine."""
     rt = setup(config.device, config.precision, config.channels_last)
     torch.manual_seed(0)
-    model = build_model(config, config.data.in_channels, num_classes).to(rt.device)
-    if rt.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    opt = build_optimizer(config, model)
-    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.precision == "fp16")
-    loss_fn = make_loss(config.loss, num_classes)
+    model, opt, scaler, loss_fn = build_training(config, rt, num_classes)
     h, w = config.data.size
     n = config.batch_size
     g = torch.Generator().manual_seed(0)

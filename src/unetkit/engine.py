@@ -135,6 +135,17 @@ def build_model(config: TrainConfig, in_channels: int, num_classes: int) -> UNet
     return UNet(in_channels, out, m.widths, m.upsampling, m.norm, m.dropout)
 
 
+def build_training(config: TrainConfig, rt: Runtime, num_classes: int):
+    """(model on the device, optimizer, grad scaler, loss function) for a config: what every
+    training entry point (fit, autoconfig's timing, benchmarks) builds the same way."""
+    model = build_model(config, config.data.in_channels, num_classes).to(rt.device)
+    if rt.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(config, model)
+    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.precision == "fp16")
+    return model, optimizer, scaler, make_loss(config.loss, num_classes)
+
+
 def build_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     o = config.optim
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
@@ -350,12 +361,7 @@ def fit(
     num_classes = len(prep.classes)
     binary = num_classes == 2
     torch.manual_seed(config.seed)
-    model = build_model(config, config.data.in_channels, num_classes).to(rt.device)
-    if rt.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(config, model)
-    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.precision == "fp16")
-    loss_fn = make_loss(config.loss, num_classes)
+    model, optimizer, scaler, loss_fn = build_training(config, rt, num_classes)
     meta = inference_meta(prep, config, model)
     ispec = inference_spec_from(meta)
 
