@@ -104,7 +104,7 @@ def recipe_config(recipe: str, data: dict, budget_s: float, seed: int, out: Path
     return dataclasses.replace(config, epochs=epochs)
 
 
-def run_one(dataset: str, recipe: str, budget_s: float, seed: int) -> dict:
+def run_one(dataset: str, recipe: str, budget_s: float, seed: int, results_path: Path = RESULTS_JSONL) -> dict:
     from unetkit.engine import fit
     from unetkit.evaluate import evaluate_checkpoint
 
@@ -138,7 +138,7 @@ def run_one(dataset: str, recipe: str, budget_s: float, seed: int) -> dict:
         "per_class_iou": {c["name"]: c["iou"] for c in classes},
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
-    with RESULTS_JSONL.open("a") as f:
+    with results_path.open("a") as f:
         f.write(json.dumps(row) + "\n")
     print(json.dumps(row), flush=True)
     return row
@@ -150,10 +150,10 @@ def fmt(v, pct=False):
     return f"{100 * v:.1f}" if pct else f"{v:.3f}"
 
 
-def table() -> str:
+def table(results_path: Path = RESULTS_JSONL, title: str = "CPU") -> str:
     from common import header
 
-    rows = [json.loads(line) for line in RESULTS_JSONL.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in results_path.read_text().splitlines() if line.strip()]
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["dataset"], r["recipe"], r["budget_s"]), []).append(r)
@@ -221,6 +221,8 @@ def main() -> None:
     p.add_argument("--recipes", default="default,seed")
     p.add_argument("--seeds", default="0")
     p.add_argument("--table", action="store_true", help="only rewrite the RESULTS.md table")
+    p.add_argument("--results", default=str(RESULTS_JSONL), help="JSON-lines file the runs are appended to")
+    p.add_argument("--title", default="CPU", help="machine named in the RESULTS.md section title")
     a = p.parse_args()
     from common import write_section
 
@@ -233,8 +235,9 @@ def main() -> None:
         for seed in (int(s) for s in a.seeds.split(",")):
             for dataset in a.datasets.split(","):
                 for recipe in a.recipes.split(","):
-                    run_one(dataset, recipe, budget, seed)
-    write_section("quality", table())
+                    run_one(dataset, recipe, budget, seed, Path(a.results))
+    name = "quality" if a.title == "CPU" else f"quality-{a.title}"
+    write_section(name, table(Path(a.results), a.title))
 
 
 if __name__ == "__main__":

@@ -9,8 +9,7 @@ from PIL import Image
 
 from conftest import tiny_config
 from unetkit.cli import main
-from unetkit.engine import TrainingError, batches_for_epoch, fit, lr_at
-from unetkit.imageio import DataError
+from unetkit.engine import batches_for_epoch, fit, lr_at
 from unetkit.inference import InferenceSpec, gaussian_weights, predict_logits, sliding_window
 from unetkit.model import UNet
 from unetkit.runtime import setup
@@ -130,11 +129,12 @@ def test_sliding_window_matches_whole_image():
     assert predict_logits(model, x, spec, rt).shape == (1, 1, 70, 90)
 
 
-def test_training_error_is_a_runtime_error():
-    assert issubclass(TrainingError, RuntimeError) and issubclass(DataError, ValueError)
-
-
 def test_tensorboard_logging(demo_dir, tmp_path):
     pytest.importorskip("tensorboard")
     fit(tiny_config(data={"root": str(demo_dir)}, epochs=1, tensorboard=True), out=tmp_path / "r")
     assert list((tmp_path / "r" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_val_every_validates_every_nth_epoch_and_the_last(demo_dir, tmp_path):
+    r = fit(tiny_config(data={"root": str(demo_dir)}, epochs=5, val_every=2), out=tmp_path / "r")
+    assert [row["epoch"] for row in r.history] == [2, 4, 5] and r.epochs_done == 5

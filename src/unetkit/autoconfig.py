@@ -139,7 +139,10 @@ def plan(config: TrainConfig, budget_s: float, out: Path | None = None, log=prin
     val_per_epoch = fp["pairs"]["val"] * step / trial.batch_size / 3
     epoch_s = steps_per_epoch * step + val_per_epoch
     epochs = max(1, math.floor((BUDGET_SHARE * budget_s - spent) / epoch_s))
-    final = dataclasses.replace(trial, epochs=epochs, time_limit=f"{int(budget_s)}s")
+    # At most ~40 validations (each also checkpoints and plots): matters when epochs are tiny.
+    final = dataclasses.replace(
+        trial, epochs=epochs, time_limit=f"{int(budget_s)}s", val_every=max(1, math.ceil(epochs / 40))
+    )
     reasoning = {
         "budget_seconds": budget_s,
         "fingerprint": fp,

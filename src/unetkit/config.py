@@ -169,6 +169,7 @@ class TrainConfig:
     deterministic: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threshold: float = 0.5  # binary decision threshold on the foreground probability
+    val_every: int = 1  # validate, log and checkpoint every N epochs (and at the end)
     sample_every: int = 5  # epochs between prediction grids
     checkpoint_every: int = 0  # also save last.pt every N steps; 0 = once per epoch
     sync_bn: bool = False  # torchrun: SyncBatchNorm (batch statistics over all ranks)
@@ -187,6 +188,7 @@ class TrainConfig:
         )
         _check(0 < self.threshold < 1, "threshold", "must be in (0, 1)")
         _check(self.sample_every >= 0 and self.checkpoint_every >= 0, "sample_every", "must be >= 0")
+        _check(self.val_every >= 1, "val_every", f"must be >= 1, got {self.val_every}")
         parse_duration(self.time_limit)  # raises ConfigError on a bad value
 
 

@@ -503,7 +503,13 @@ def fit(
             if stop_reason == "interrupted" and batch_in_epoch < len(batches):
                 save_last(epoch, batch_in_epoch)
                 break
-            # The epoch is over (or a limit cut it short): validate, record, checkpoint.
+            # The epoch is over (or a limit cut it short): validate, record, checkpoint; with
+            # val_every > 1 only every val_every-th epoch (and the last) does, to save time on tiny epochs.
+            last_epoch = bool(stop_reason) or epoch + 1 >= config.epochs
+            if not last_epoch and (epoch + 1) % config.val_every:
+                epoch += 1
+                batch_in_epoch = 0
+                continue
             row = {
                 "epoch": epoch + 1,
                 "step": step,
