@@ -202,9 +202,9 @@ def table(results_path: Path = RESULTS_JSONL, title: str = "CPU") -> str:
             "| " + " | ".join(fmt(v) for v in best["per_class_iou"].values()) + " |",
         ]
     md = [
-        "## Quality on real data (fixed training-time budget, CPU)",
+        f"## Quality on real data (fixed training-time budget, {title})",
         "",
-        header("python benchmarks/quality.py --budget ... (rows from benchmarks/quality_results.jsonl)"),
+        header(f"python benchmarks/quality.py --budget ... (rows from benchmarks/{results_path.name})"),
         "Trained from scratch within the budget (measurement for auto-configuration included), evaluated on the "
         "test split at original resolution with the best-validation checkpoint. ± is the standard deviation "
         "over seeds.",
