@@ -3,7 +3,8 @@ machine, and pick width, input size, batch size and epochs so that training fits
 
 The rule, in order: prefer the largest input size (up to the data's own scale), then the widest
 network, that still gets enough optimiser steps in the budget (at least 30 epochs' worth of
-steps, clamped to 300..2000). Whatever is chosen and why is written to RUN/autoconfig.json.
+steps, clamped to 300..2000). Step times come from one measured network scaled by convolution
+cost, and the chosen one is measured again. The reasoning is written to RUN/autoconfig.json.
 """
 
 from __future__ import annotations
@@ -74,6 +75,21 @@ def time_step(config: TrainConfig, num_classes: int, steps: int = 2) -> float:
     return float(np.median(times[1:]))
 
 
+def unet_macs(config: TrainConfig) -> float:
+    """Multiply-adds of one forward pass of the configured U-Net on one image (convolutions only)."""
+    h, w = config.data.size
+    ch, macs = config.data.in_channels, 0.0
+    for width in config.model.widths:
+        macs += h * w * 9 * (ch * width + width * width)
+        ch, h, w = width, h // 2, w // 2
+    macs += h * w * 9 * (ch * 2 * ch + 4 * ch * ch)  # bottleneck
+    for width in reversed(config.model.widths):
+        macs += h * w * 4 * 2 * width * width  # 2x2 transposed conv, 2w -> w channels
+        h, w = h * 2, w * 2
+        macs += h * w * 9 * (2 * width * width + width * width)
+    return macs
+
+
 def _round32(x: float) -> int:
     return max(64, int(x) // 32 * 32)
 
@@ -88,52 +104,78 @@ def plan(config: TrainConfig, budget_s: float, out: Path | None = None, log=prin
     median = min(fp["median_size_hw"])
     crop = config.data.resize == "crop"
     sizes = [s for s in SIZES if s <= max(128, _round32(median))]
-    candidates = [(s, w) for s in sizes for w in reversed(WIDTHS)]
-    measured = []
-    spent = 0.0
-    chosen = None
-    for size, widths in candidates:
-        batch = 8 if size <= 256 else 4
-        trial = dataclasses.replace(
+
+    def trial_for(size: int, widths: tuple[int, ...]) -> TrainConfig:
+        return dataclasses.replace(
             config,
             model=dataclasses.replace(config.model, widths=widths),
             data=dataclasses.replace(config.data, size=(size, size)),
-            batch_size=batch,
+            batch_size=8 if size <= 256 else 4,
         )
+
+    # Calibrate once on a mid-sized candidate, then predict every candidate's step time from its
+    # convolution cost: measuring each one would eat a short budget (the big ones take many seconds).
+    ref = trial_for(min(256, sizes[0]), WIDTHS[1])
+    t0 = time.perf_counter()
+    ref_step = time_step(ref, k)
+    spent = time.perf_counter() - t0
+    ref_cost = unet_macs(ref) * ref.batch_size
+    measured = [
+        {
+            "size": ref.data.size[0],
+            "widths": list(ref.model.widths),
+            "batch": ref.batch_size,
+            "seconds_per_step": round(ref_step, 4),
+            "measured": True,
+        }
+    ]
+    chosen = None
+    for size in sizes:  # prefer resolution, then width
+        for widths in reversed(WIDTHS):
+            trial = trial_for(size, widths)
+            step = ref_step * unet_macs(trial) * trial.batch_size / ref_cost
+            steps_per_epoch = max(1, n_train // trial.batch_size)
+            needed = int(min(2000, max(300, 30 * steps_per_epoch)))
+            affordable = int((BUDGET_SHARE * budget_s - spent) / step)
+            measured.append(
+                {
+                    "size": size,
+                    "widths": list(widths),
+                    "batch": trial.batch_size,
+                    "seconds_per_step": round(step, 4),
+                    "measured": False,
+                    "steps_needed": needed,
+                    "steps_affordable": affordable,
+                }
+            )
+            if affordable >= needed and chosen is None:
+                chosen = (trial, step, steps_per_epoch)
+    if chosen is None:  # nothing reaches the wanted steps: the cheapest candidate
+        cheapest = trial_for(sizes[-1], WIDTHS[0])
+        chosen = (
+            cheapest,
+            ref_step * unet_macs(cheapest) * cheapest.batch_size / ref_cost,
+            max(1, n_train // cheapest.batch_size),
+        )
+    trial = chosen[0]
+    if (trial.data.size, trial.model.widths, trial.batch_size) != (ref.data.size, ref.model.widths, ref.batch_size):
         t0 = time.perf_counter()
-        step = time_step(trial, k)
+        step = time_step(trial, k)  # confirm the prediction on the chosen network
         spent += time.perf_counter() - t0
-        steps_per_epoch = max(1, n_train // batch)
-        needed = int(min(2000, max(300, 30 * steps_per_epoch)))
-        affordable = int((BUDGET_SHARE * budget_s - spent) / step)
         measured.append(
             {
-                "size": size,
-                "widths": list(widths),
-                "batch": batch,
+                "size": trial.data.size[0],
+                "widths": list(trial.model.widths),
+                "batch": trial.batch_size,
                 "seconds_per_step": round(step, 4),
-                "steps_needed": needed,
-                "steps_affordable": affordable,
+                "measured": True,
             }
         )
-        log(
-            f"autoconfig: {size}px widths {list(widths)} batch {batch}: {step:.3f} s/step, "
-            f"{affordable} steps affordable, {needed} wanted"
-        )
-        if affordable >= needed:
-            chosen = (trial, step, steps_per_epoch)
-            break
-        if spent > 0.1 * budget_s:
-            break
-    if chosen is None:  # nothing reaches the wanted steps: take the cheapest measured candidate
-        best = min(measured, key=lambda m: m["seconds_per_step"])
-        trial = dataclasses.replace(
-            config,
-            model=dataclasses.replace(config.model, widths=tuple(best["widths"])),
-            data=dataclasses.replace(config.data, size=(best["size"], best["size"])),
-            batch_size=best["batch"],
-        )
-        chosen = (trial, best["seconds_per_step"], max(1, n_train // best["batch"]))
+        chosen = (trial, step, chosen[2])
+    log(
+        f"autoconfig: calibrated {ref_step:.3f} s/step at {ref.data.size[0]}px widths {list(ref.model.widths)}; "
+        f"chose {trial.data.size[0]}px widths {list(trial.model.widths)} ({chosen[1]:.3f} s/step measured)"
+    )
     trial, step, steps_per_epoch = chosen
     # Validation costs about one forward per val image per epoch: budget for it.
     val_per_epoch = fp["pairs"]["val"] * step / trial.batch_size / 3
