@@ -356,9 +356,11 @@ def class_names(cfg: DataConfig, spec: MaskSpec) -> tuple[str, ...]:
 
 
 class SampleCache:
-    """Decoded (image, mask) pairs keyed by file identity: in memory, on disk, or not at all.
+    """Decoded (image, mask) pairs: in memory, on disk, or not at all.
 
-    The disk cache key includes each file's size and mtime, so an edited file is decoded again."""
+    The memory cache lives for one run and is keyed by path (no file system calls on a hit, as it is
+    hit every step). The disk cache outlives runs, so its key also holds each file's size and mtime:
+    an edited file is decoded again."""
 
     def __init__(self, kind: str = "memory", folder: Path | None = None) -> None:
         self.kind = kind
@@ -369,34 +371,31 @@ class SampleCache:
                 raise ValueError("a disk cache needs a folder")
             folder.mkdir(parents=True, exist_ok=True)
 
-    @staticmethod
-    def _key(pair: Pair, extra: tuple) -> tuple:
+    def _disk_path(self, pair: Pair, extra: tuple) -> Path:
         stats = tuple((p.stat().st_size, p.stat().st_mtime_ns) for p in (pair.image, pair.mask))
-        return (str(pair.image), str(pair.mask), stats, extra)
+        key = (str(pair.image), str(pair.mask), stats, extra)
+        return self.folder / (hashlib.sha1(repr(key).encode()).hexdigest() + ".pt")
 
     def get(self, pair: Pair, extra: tuple, load) -> tuple[torch.Tensor, torch.Tensor]:
         if self.kind == "none":
             return load()
-        key = self._key(pair, extra)
-        if key in self.memory:
+        if self.kind == "memory":
+            key = (str(pair.image), str(pair.mask), extra)
+            if key not in self.memory:
+                self.memory[key] = load()
             return self.memory[key]
-        if self.kind == "disk":
-            name = hashlib.sha1(repr(key).encode()).hexdigest() + ".pt"
-            path = self.folder / name
-            if path.is_file():
-                try:
-                    d = torch.load(path, weights_only=True)
-                    return d["image"], d["mask"]
-                except Exception:
-                    path.unlink(missing_ok=True)  # a stale or torn entry: decode again below
-            image, mask = load()
-            tmp = path.with_suffix(".tmp")
-            torch.save({"image": image, "mask": mask}, tmp)
-            tmp.replace(path)
-            return image, mask
-        value = load()
-        self.memory[key] = value
-        return value
+        path = self._disk_path(pair, extra)
+        if path.is_file():
+            try:
+                d = torch.load(path, weights_only=True)
+                return d["image"], d["mask"]
+            except Exception:
+                path.unlink(missing_ok=True)  # a stale or torn entry: decode again below
+        image, mask = load()
+        tmp = path.with_suffix(".tmp")
+        torch.save({"image": image, "mask": mask}, tmp)
+        tmp.replace(path)
+        return image, mask
 
 
 class SegmentationDataset(torch.utils.data.Dataset):
