@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -27,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 HERE = Path(__file__).parent
-DATA = HERE.parent.parent / "shared" / "data"
+DATA = Path(os.environ.get("UNETKIT_DATA", HERE.parent.parent / "shared" / "data"))
 RESULTS_JSONL = HERE / "quality_results.jsonl"
 CACHE = HERE / ".cache"
 sys.path.insert(0, str(HERE))
@@ -52,6 +53,8 @@ def drive_with_fov() -> Path:
     root = CACHE / "drive_fov"
     for split in ("train", "test"):
         src = DATA / "drive" / split
+        if not src.is_dir():
+            continue
         for sub in ("images", "masks"):
             (root / split / sub).mkdir(parents=True, exist_ok=True)
         for img in sorted((src / "images").iterdir()):
@@ -95,8 +98,10 @@ def recipe_config(recipe: str, data: dict, budget_s: float, seed: int, out: Path
         return plan(config, budget_s, out)
     # default: fit the epoch count to the budget so the cosine schedule runs to its end.
     from unetkit.data import check_dataset
+    from unetkit.engine import resolve_norm
 
     _, splits, spec = check_dataset(config.data)
+    config = resolve_norm(config, len(splits["train"]))
     step = time_step(config, spec.num_classes)
     steps_per_epoch = max(1, len(splits["train"]) // config.batch_size)
     val_s = len(splits["val"]) * step / config.batch_size / 3

@@ -28,3 +28,11 @@ def test_cli_time_budget(demo_dir, tmp_path):
     assert main(["train", "--data", str(demo_dir), "--out", str(tmp_path / "r"), "--time-budget", "12s"]) == 0
     assert time.monotonic() - t < 40
     assert (tmp_path / "r" / "autoconfig.json").is_file() and (tmp_path / "r" / "checkpoints" / "best.pt").is_file()
+
+
+def test_plan_keeps_the_images_aspect_ratio(tmp_path):
+    from unetkit.demo import write_demo
+
+    wide = write_demo(tmp_path / "wide", num_images=12, size=(40, 72), seed=2)
+    planned = plan(tiny_config(data={"root": str(wide)}), budget_s=20, out=tmp_path)
+    assert planned.data.size == (128, 224)  # short side 128, long side 128 * 72/40 rounded to 32

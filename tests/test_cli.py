@@ -109,6 +109,29 @@ def test_api_mirrors_cli(trained_run, demo_dir):
     assert ((probs > 0.5).astype(np.uint8) == mask).mean() > 0.99
 
 
+def test_evaluate_scores_the_postprocessed_masks(trained_run, demo_dir, tmp_path, capsys):
+    """--largest-component scores what predict --largest-component writes; the engine applies any
+    postprocess to every predicted map (an all-background one leaves foreground IoU 0)."""
+    import torch
+
+    from unetkit.engine import evaluate
+    from unetkit.evaluate import dataset_for
+    from unetkit.predict import load
+
+    ckpt = trained_run.best_checkpoint
+    assert main(["evaluate", str(ckpt), "--data", str(demo_dir), "--json", "--largest-component"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["largest_component"] is True and summary["fill_holes"] is False
+
+    seg = load(ckpt)
+    dataset = dataset_for(seg, demo_dir, "test", ckpt)
+    classes = tuple(seg.classes)
+    empty = evaluate(seg.model, dataset, seg.spec, seg.rt, classes, postprocess=np.zeros_like)
+    assert empty.cm[:, 1].sum() == 0 and empty.scores["classes"][1]["iou"] == 0
+    plain = evaluate(seg.model, dataset, seg.spec, seg.rt, classes)
+    assert torch.equal(plain.cm.sum(1), empty.cm.sum(1))  # same truth pixels either way
+
+
 def error_line(capsys) -> str:
     err = capsys.readouterr().err
     assert "Traceback" not in err

@@ -8,6 +8,7 @@ def test_precedence_defaults_preset_file_flags(tmp_path):
     seed = resolve("seed")
     assert seed.optim.lr == 1e-4 and seed.model.widths == (64, 128, 256, 512) and seed.data.size == (240, 240)
     assert seed.epochs == 60 and seed.batch_size == 8 and seed.loss.loss == "ce" and seed.optim.optimizer == "adam"
+    assert seed.model.norm == "batch" and seed.loss.class_balance == "none"
     f = tmp_path / "c.toml"
     f.write_text("epochs = 7\n[optim]\nlr = 0.5\n[model]\nwidths = [8, 16]\n")
     cfg = resolve("seed", f, {"optim": {"lr": 0.25}})

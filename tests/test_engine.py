@@ -1,5 +1,6 @@
 """The training loop's contracts: limits, early stopping, NaN guard, bad-data policy, learning."""
 
+import json
 import math
 
 import numpy as np
@@ -9,8 +10,8 @@ from PIL import Image
 
 from conftest import tiny_config
 from unetkit.cli import main
-from unetkit.engine import batches_for_epoch, fit, lr_at
-from unetkit.inference import InferenceSpec, gaussian_weights, predict_logits, sliding_window
+from unetkit.engine import batches_for_epoch, fit, lr_at, resolve_norm
+from unetkit.inference import InferenceSpec, gaussian_weights, predict_logits, sliding_window, tta_flips_for
 from unetkit.model import UNet
 from unetkit.runtime import setup
 
@@ -95,6 +96,37 @@ def test_crop_mode_and_multiclass_learns(multiclass_dir, tmp_path):
     )
     r = fit(cfg, out=tmp_path / "r")
     assert r.history[-1]["train_loss"] < r.history[0]["train_loss"]
+    # class_balance auto: median-frequency weights for 3+ classes, saved so a resume reuses them
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    weights = saved["loss"]["class_weights"]
+    assert len(weights) == 4 and min(weights) > 0 and max(weights) > 1 > min(weights)
+    assert saved["model"]["norm"] == "group"  # norm auto: a 16-image training set gets GroupNorm
+
+
+def test_norm_auto_follows_the_training_set_size():
+    cfg = tiny_config()
+    assert cfg.model.norm == "auto"
+    assert resolve_norm(cfg, 99).model.norm == "group"
+    assert resolve_norm(cfg, 100).model.norm == "batch"
+    fixed = tiny_config(model={"norm": "instance"})
+    assert resolve_norm(fixed, 10).model.norm == "instance"
+
+
+def test_tta_uses_only_the_flips_seen_in_training():
+    assert tta_flips_for(hflip=0.5, vflip=0.0, rot90=0.0) == (-1,)  # street scenes: never upside down
+    assert tta_flips_for(hflip=0.5, vflip=0.5, rot90=0.0) == (-1, -2)
+    assert tta_flips_for(hflip=0.0, vflip=0.0, rot90=0.0) == ()
+    assert tta_flips_for(hflip=0.5, vflip=0.0, rot90=0.5) == (-1, -2)
+    model = UNet(widths=(4, 8), norm="none").eval()
+    rt = setup("cpu", "fp32", False)
+    x = torch.rand(1, 3, 32, 32)
+    spec = InferenceSpec(mean=(0.5,) * 3, std=(0.25,) * 3, resize="crop", size=(32, 32), binary=True)
+    plain = predict_logits(model, x, spec, rt)
+    xn = (x - 0.5) / 0.25
+    with torch.no_grad():
+        expected = (model(xn) + model(xn.flip(-1)).flip(-1)) / 2
+    assert torch.allclose(predict_logits(model, x, spec, rt, tta=True), expected, atol=1e-5)
+    assert not torch.allclose(plain, expected, atol=1e-5)
 
 
 def test_batches_partition_across_ranks_and_depend_on_seed_and_epoch():
@@ -119,7 +151,7 @@ def test_sliding_window_matches_whole_image():
     rt = setup("cpu", "fp32", channels_last=False)
     x = torch.rand(1, 3, 70, 90)
     whole = model(x)
-    tiled = sliding_window(model, x, rt, tile=48, overlap=0.5, tta=False)
+    tiled = sliding_window(model, x, rt, tile=48, overlap=0.5)
     assert tiled.shape == whole.shape
     # Away from tile borders the receptive field is covered; everywhere the blend is a weighted average.
     torch.testing.assert_close(tiled[..., 16:-16, 16:-16], whole[..., 16:-16, 16:-16], atol=0.05, rtol=0)

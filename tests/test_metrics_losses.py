@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from unetkit.config import LossConfig
+from unetkit.data import class_pixel_counts
 from unetkit.imageio import IGNORE
-from unetkit.losses import cross_entropy, focal, make_loss, soft_dice
+from unetkit.losses import cross_entropy, focal, make_loss, median_frequency_weights, soft_dice
 from unetkit.metrics import confusion_matrix, scores
 
 
@@ -93,3 +94,20 @@ def test_combined_loss_and_class_weights():
     assert float(combo) == pytest.approx(0.5 * float(soft_dice(logits, t)) + 2 * float(cross_entropy(logits, t)))
     with pytest.raises(ValueError, match="class_weights"):
         make_loss(LossConfig(class_weights=(1.0, 2.0)), 3)
+
+
+def test_median_frequency_weights_by_hand():
+    # class frequency = its pixels / pixels of the images it appears in: 30/40, 5/40, 5/20; class 3 absent
+    w = median_frequency_weights(torch.tensor([30, 5, 5, 0]), torch.tensor([40, 40, 20, 0]))
+    assert w.tolist() == pytest.approx([0.25 / 0.75, 0.25 / 0.125, 1.0, 1.0])
+
+
+def test_class_pixel_counts_skip_ignored_pixels():
+    image = torch.zeros(3, 2, 4)
+    masks = [
+        torch.tensor([[0, 0, 1, 1], [0, 0, IGNORE, IGNORE]]),  # 6 valid pixels: 4 of class 0, 2 of class 1
+        torch.tensor([[2, 2, 2, 0], [0, 0, 0, 0]]),  # 8 valid pixels: 5 of class 0, 3 of class 2
+    ]
+    pixels, image_pixels = class_pixel_counts([(image, m) for m in masks], 3)
+    assert pixels.tolist() == [9, 2, 3]
+    assert image_pixels.tolist() == [14, 6, 8]

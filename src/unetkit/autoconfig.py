@@ -20,7 +20,7 @@ import torch
 
 from unetkit.config import TrainConfig
 from unetkit.data import check_dataset, class_names
-from unetkit.engine import build_training, demo_config, load_batch, optimize
+from unetkit.engine import build_training, demo_config, load_batch, optimize, resolve_norm
 from unetkit.runtime import setup
 
 WIDTHS = ((16, 32, 64, 128), (32, 64, 128, 256), (64, 128, 256, 512))
@@ -90,6 +90,10 @@ def unet_macs(config: TrainConfig) -> float:
     return macs
 
 
+def _hw(config: TrainConfig) -> str:
+    return "x".join(str(v) for v in config.data.size)
+
+
 def _round32(x: float) -> int:
     return max(64, int(x) // 32 * 32)
 
@@ -101,15 +105,21 @@ def plan(config: TrainConfig, budget_s: float, out: Path | None = None, log=prin
     fp = fingerprint(config)
     k = fp["num_classes"]
     n_train = fp["pairs"]["train"]
+    config = resolve_norm(config, n_train)  # time the normalisation the run will use
     median = min(fp["median_size_hw"])
     crop = config.data.resize == "crop"
     sizes = [s for s in SIZES if s <= max(128, _round32(median))]
+    mh, mw = fp["median_size_hw"]
+    aspect = min(2.0, max(0.5, mw / mh)) if mh and mw and not crop else 1.0
 
     def trial_for(size: int, widths: tuple[int, ...]) -> TrainConfig:
+        # `size` is the short side; the long side keeps the images' median aspect ratio (resize mode),
+        # so 480x360 street scenes are not squashed into squares.
+        hw = (size, _round32(size * aspect)) if aspect >= 1 else (_round32(size / aspect), size)
         return dataclasses.replace(
             config,
             model=dataclasses.replace(config.model, widths=widths),
-            data=dataclasses.replace(config.data, size=(size, size)),
+            data=dataclasses.replace(config.data, size=hw),
             batch_size=8 if size <= 256 else 4,
         )
 
@@ -122,7 +132,7 @@ def plan(config: TrainConfig, budget_s: float, out: Path | None = None, log=prin
     ref_cost = unet_macs(ref) * ref.batch_size
     measured = [
         {
-            "size": ref.data.size[0],
+            "size": list(ref.data.size),
             "widths": list(ref.model.widths),
             "batch": ref.batch_size,
             "seconds_per_step": round(ref_step, 4),
@@ -139,7 +149,7 @@ def plan(config: TrainConfig, budget_s: float, out: Path | None = None, log=prin
             affordable = int((BUDGET_SHARE * budget_s - spent) / step)
             measured.append(
                 {
-                    "size": size,
+                    "size": list(trial.data.size),
                     "widths": list(widths),
                     "batch": trial.batch_size,
                     "seconds_per_step": round(step, 4),
@@ -164,7 +174,7 @@ def plan(config: TrainConfig, budget_s: float, out: Path | None = None, log=prin
         spent += time.perf_counter() - t0
         measured.append(
             {
-                "size": trial.data.size[0],
+                "size": list(trial.data.size),
                 "widths": list(trial.model.widths),
                 "batch": trial.batch_size,
                 "seconds_per_step": round(step, 4),
@@ -173,8 +183,8 @@ def plan(config: TrainConfig, budget_s: float, out: Path | None = None, log=prin
         )
         chosen = (trial, step, chosen[2])
     log(
-        f"autoconfig: calibrated {ref_step:.3f} s/step at {ref.data.size[0]}px widths {list(ref.model.widths)}; "
-        f"chose {trial.data.size[0]}px widths {list(trial.model.widths)} ({chosen[1]:.3f} s/step measured)"
+        f"autoconfig: calibrated {ref_step:.3f} s/step at {_hw(ref)} widths {list(ref.model.widths)}; "
+        f"chose {_hw(trial)} widths {list(trial.model.widths)} ({chosen[1]:.3f} s/step measured)"
     )
     trial, step, steps_per_epoch = chosen
     # Validation costs about one forward per val image per epoch: budget for it.
@@ -205,7 +215,7 @@ def plan(config: TrainConfig, budget_s: float, out: Path | None = None, log=prin
         out.mkdir(parents=True, exist_ok=True)
         (out / "autoconfig.json").write_text(json.dumps(reasoning, indent=2))
     log(
-        f"autoconfig: chose {final.data.size[0]}px, widths {list(final.model.widths)}, batch {final.batch_size}, "
+        f"autoconfig: chose {_hw(final)}, widths {list(final.model.widths)}, batch {final.batch_size}, "
         f"{epochs} epochs (~{epoch_s:.1f}s each) for a {budget_s:.0f}s budget"
     )
     return final

@@ -66,8 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="dataset folder or CSV")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--out", help="report folder (default: RUN/eval-SPLIT next to the checkpoint's run)")
-    p.add_argument("--tta", action="store_true", help="average predictions over flips")
+    p.add_argument("--tta", action="store_true", help="average predictions over the flips used in training")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    p.add_argument("--largest-component", action="store_true", help="score after keeping each class's largest region")
+    p.add_argument("--fill-holes", action="store_true", help="score after filling holes in each class's regions")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--skip-bad", action="store_true", help="skip pairs that fail the data check")
     _add_runtime_flags(p)
@@ -76,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint")
     p.add_argument("inputs", nargs="+", help="image files, folders or globs")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--tta", action="store_true", help="average predictions over flips")
+    p.add_argument("--tta", action="store_true", help="average predictions over the flips used in training")
     p.add_argument("--no-overlay", action="store_true", help="do not write <name>_overlay.png")
     p.add_argument("--probs", action="store_true", help="also write probability maps")
     p.add_argument("--largest-component", action="store_true", help="keep each class's largest region")
@@ -156,6 +158,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         args.precision,
         args.skip_bad,
         progress=not args.json,
+        largest_component=args.largest_component,
+        fill_holes=args.fill_holes,
     )
     if args.json:
         summary = {k: v for k, v in summary.items() if k != "confusion_matrix"}

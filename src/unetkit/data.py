@@ -483,3 +483,16 @@ def channel_stats(dataset: SegmentationDataset, max_items: int = 256) -> tuple[l
     mean = s / count
     std = (s2 / count - mean**2).clamp_min(1e-8).sqrt().clamp_min(1e-3)
     return mean.tolist(), std.tolist()
+
+
+def class_pixel_counts(dataset: SegmentationDataset, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pixels of each class, pixels of the images that contain each class) over a dataset's masks,
+    ignored pixels left out: the inputs of median-frequency class weights."""
+    pixels = torch.zeros(num_classes, dtype=torch.int64)
+    image_pixels = torch.zeros(num_classes, dtype=torch.int64)
+    for i in range(len(dataset)):
+        mask = dataset[i][1].long().flatten()
+        counts = torch.bincount(mask[mask < num_classes], minlength=num_classes)
+        pixels += counts
+        image_pixels += (counts > 0) * counts.sum()
+    return pixels, image_pixels

@@ -25,13 +25,14 @@ from unetkit.data import (
     channel_stats,
     check_dataset,
     class_names,
+    class_pixel_counts,
     read_splits,
     write_splits,
 )
 from unetkit.demo import write_demo
 from unetkit.imageio import DataError, MaskSpec
-from unetkit.inference import InferenceSpec, inference_spec_from, logits_to_pred, predict_logits
-from unetkit.losses import make_loss
+from unetkit.inference import InferenceSpec, inference_spec_from, logits_to_pred, predict_logits, tta_flips_for
+from unetkit.losses import make_loss, median_frequency_weights
 from unetkit.metrics import confusion_matrix, headline, scores
 from unetkit.model import UNet
 from unetkit.runtime import Runtime, setup, step_seed
@@ -109,7 +110,24 @@ def prepare_data(config: TrainConfig, run_dir: Path, log: Log, splits_file: Path
     train = train_base if dc.resize == "resize" else RandomCropDataset(train_base, size, config.seed)
     val = SegmentationDataset(splits["val"], spec, dc.in_channels, None, cache)
     mean, std = channel_stats(train_base)
+    config = with_class_weights(config, train_base, len(classes), log)
+    config = resolve_norm(config, len(splits["train"]))
     return Prepared(config, splits, spec, classes, train, val, mean, std, skipped)
+
+
+def with_class_weights(config: TrainConfig, train: SegmentationDataset, num_classes: int, log: Log) -> TrainConfig:
+    """Fill loss.class_weights from the training masks when class_balance asks for it; the weights
+    then live in config.json and the checkpoint, so a resumed run uses the same ones."""
+    lc = config.loss
+    balance = lc.class_balance
+    if balance == "auto":
+        balance = "median_freq" if num_classes > 2 else "none"
+    if lc.class_weights or balance == "none":
+        return config
+    weights = median_frequency_weights(*class_pixel_counts(train, num_classes))
+    rounded = tuple(round(float(w), 4) for w in weights)
+    log("class weights (median frequency): " + ", ".join(f"{w:.2f}" for w in rounded))
+    return dataclasses.replace(config, loss=dataclasses.replace(lc, class_weights=rounded))
 
 
 def batches_for_epoch(
@@ -129,10 +147,23 @@ def batches_for_epoch(
 # Model, optimiser, schedule
 
 
+SMALL_DATASET = 100  # training images below which norm "auto" means GroupNorm
+
+
+def resolve_norm(config: TrainConfig, num_train: int) -> TrainConfig:
+    """norm "auto" -> GroupNorm for small training sets (batch statistics of a few images' crops
+    are a poor estimate of the population ones; measured on GrabCut and DRIVE), BatchNorm otherwise."""
+    if config.model.norm != "auto":
+        return config
+    norm = "group" if num_train < SMALL_DATASET else "batch"
+    return dataclasses.replace(config, model=dataclasses.replace(config.model, norm=norm))
+
+
 def build_model(config: TrainConfig, in_channels: int, num_classes: int) -> UNet:
     m = config.model
     out = 1 if num_classes == 2 else num_classes
-    return UNet(in_channels, out, m.widths, m.upsampling, m.norm, m.dropout)
+    # "auto" is resolved from the data in prepare_data; without data (timing) it builds BatchNorm.
+    return UNet(in_channels, out, m.widths, m.upsampling, "batch" if m.norm == "auto" else m.norm, m.dropout)
 
 
 def build_training(config: TrainConfig, rt: Runtime, num_classes: int):
@@ -201,11 +232,13 @@ def evaluate(
     tta: bool = False,
     per_image: bool = False,
     on_batch=None,
+    postprocess=None,
 ) -> EvalResult:
     """Metrics at each mask's original resolution, from one confusion matrix over the whole set.
 
-    Under torchrun each rank evaluates its share and the counts are summed, so the result equals
-    a single process on the same data."""
+    `postprocess` maps one predicted label map (numpy) to another, so evaluation scores what
+    `predict --largest-component/--fill-holes` writes. Under torchrun each rank evaluates its
+    share and the counts are summed, so the result equals a single process on the same data."""
     model.eval()
     k = len(classes)
     cm = torch.zeros(k, k, dtype=torch.int64)
@@ -222,6 +255,8 @@ def evaluate(
             loss_sum += float(loss_fn(logits, target)) * len(group)
             loss_n += len(group)
         pred = logits_to_pred(logits, spec.binary, spec.threshold)
+        if postprocess is not None:
+            pred = torch.stack([torch.from_numpy(postprocess(p.cpu().numpy())) for p in pred]).to(pred.device)
         for j, i in enumerate(group):
             one = confusion_matrix(pred[j], target[j], k)
             cm += one
@@ -273,6 +308,7 @@ def inference_meta(prep: Prepared, config: TrainConfig, model: UNet) -> dict:
             "in_channels": config.data.in_channels,
         },
         "threshold": config.threshold,
+        "tta_flips": list(tta_flips_for(config.augment.hflip, config.augment.vflip, config.augment.rot90)),
         "versions": checkpoint.versions(),
     }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import json
 import math
 from pathlib import Path
@@ -17,7 +18,7 @@ from unetkit.data import SegmentationDataset, check_pairs, find_pairs, read_spli
 from unetkit.engine import evaluate
 from unetkit.imageio import DataError, MaskSpec
 from unetkit.inference import logits_to_pred, predict_logits
-from unetkit.predict import Segmenter
+from unetkit.predict import Segmenter, postprocess
 
 
 def dataset_for(
@@ -69,12 +70,17 @@ def evaluate_checkpoint(
     skip_bad: bool = False,
     worst: int = 6,
     progress: bool = True,
+    largest_component: bool = False,
+    fill_holes: bool = False,
 ) -> dict:
     """Metrics over the split, plus per_image.csv, summary.json, confusion.png, worst.png in `out`."""
     checkpoint_path = Path(checkpoint_path)
     seg = Segmenter.load(checkpoint_path, device, precision)
     dataset = dataset_for(seg, data, split, checkpoint_path, skip_bad)
     classes = tuple(seg.classes)
+    post = None
+    if largest_component or fill_holes:
+        post = functools.partial(postprocess, largest_component=largest_component, fill_holes=fill_holes)
     bar = tqdm(total=len(dataset), desc=f"evaluate {split}", disable=not progress, unit="img")
     result = evaluate(
         seg.model,
@@ -86,6 +92,7 @@ def evaluate_checkpoint(
         tta=tta,
         per_image=True,
         on_batch=bar.update,
+        postprocess=post,
     )
     bar.close()
     s = result.scores
@@ -95,6 +102,8 @@ def evaluate_checkpoint(
         "split": split,
         "num_images": len(dataset),
         "tta": tta,
+        "largest_component": largest_component,
+        "fill_holes": fill_holes,
         "precision": seg.rt.precision,
         **{k: _clean(v) for k, v in s.items() if k != "classes"},
         "classes": [{k: _clean(v) for k, v in c.items()} for c in s["classes"]],
@@ -118,6 +127,8 @@ def evaluate_checkpoint(
             image, mask = dataset[r["index"]]
             logits = predict_logits(seg.model, image[None].float(), seg.spec, seg.rt, tta)
             pred = logits_to_pred(logits, seg.binary, seg.spec.threshold)[0].cpu().numpy()
+            if post is not None:
+                pred = post(pred)
             samples.append((plots.to_rgb_uint8(image), mask.numpy(), pred.astype(np.uint8)))
             titles.append(f"{Path(r['image']).name}  {key} {r[key]:.3f}")
         plots.grid(samples, len(classes), out / "worst.png", titles)

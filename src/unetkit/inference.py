@@ -29,6 +29,20 @@ class InferenceSpec:
     threshold: float = 0.5
     tile: int = 1024  # crop mode: images with more than tile*tile pixels run in overlapping tiles
     overlap: float = 0.25
+    tta_flips: tuple[int, ...] = (-1,)  # flip TTA: only the flips the model was trained with (-1 h, -2 v)
+
+
+def tta_flips_for(hflip: float, vflip: float, rot90: float) -> tuple[int, ...]:
+    """Flips the training augmentation made the model see: a street scene upside down was never in
+    training, and averaging over it drags predictions down."""
+    flips = set()
+    if hflip > 0:
+        flips.add(-1)
+    if vflip > 0:
+        flips.add(-2)
+    if rot90 > 0 and flips:  # rotations composed with one flip give the other
+        flips |= {-1, -2}
+    return tuple(sorted(flips, reverse=True))
 
 
 def inference_spec_from(meta: dict) -> InferenceSpec:
@@ -39,20 +53,19 @@ def inference_spec_from(meta: dict) -> InferenceSpec:
         size=tuple(meta["input"]["size"]),
         binary=meta["model_config"]["num_classes"] == 1,
         threshold=float(meta["threshold"]),
+        tta_flips=tuple(meta.get("tta_flips", (-1,))),
     )
 
 
-def _forward(model, x: torch.Tensor, rt: Runtime, tta: bool) -> torch.Tensor:
-    """x: (N, C, H, W) normalised -> (N, K, H, W) float32 logits, averaged over flips with tta."""
+def _forward(model, x: torch.Tensor, rt: Runtime, flips: tuple[int, ...] = ()) -> torch.Tensor:
+    """x: (N, C, H, W) normalised -> (N, K, H, W) float32 logits, averaged over the given flips."""
     if rt.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with rt.autocast():
         out = model(x).float()
-        if tta:
-            out = out + model(x.flip(-1)).float().flip(-1)
-            out = out + model(x.flip(-2)).float().flip(-2)
-            out = out / 3
-    return out
+        for dim in flips:
+            out = out + model(x.flip(dim)).float().flip(dim)
+    return out / (1 + len(flips))
 
 
 def gaussian_weights(h: int, w: int, device) -> torch.Tensor:
@@ -72,7 +85,9 @@ def _starts(length: int, tile: int, stride: int) -> list[int]:
     return sorted({min(i * stride, length - tile) for i in range(n)})
 
 
-def sliding_window(model, x: torch.Tensor, rt: Runtime, tile: int, overlap: float, tta: bool) -> torch.Tensor:
+def sliding_window(
+    model, x: torch.Tensor, rt: Runtime, tile: int, overlap: float, flips: tuple[int, ...] = ()
+) -> torch.Tensor:
     """(1, C, H, W) -> (1, K, H, W) logits from overlapping tiles blended with Gaussian weights."""
     _, _, h, w = x.shape
     th, tw = min(tile, h), min(tile, w)
@@ -81,7 +96,7 @@ def sliding_window(model, x: torch.Tensor, rt: Runtime, tile: int, overlap: floa
     out = acc = None
     for y in _starts(h, th, stride_h):
         for x0 in _starts(w, tw, stride_w):
-            logits = _forward(model, x[:, :, y : y + th, x0 : x0 + tw], rt, tta)
+            logits = _forward(model, x[:, :, y : y + th, x0 : x0 + tw], rt, flips)
             if out is None:
                 out = torch.zeros(1, logits.shape[1], h, w, device=x.device)
                 acc = torch.zeros(h, w, device=x.device)
@@ -98,10 +113,11 @@ def predict_logits(model, images: torch.Tensor, spec: InferenceSpec, rt: Runtime
     if spec.resize == "resize":
         x = torch.stack([resize_image(im, spec.size) for im in x])
     x = normalize(x.to(rt.device), spec.mean, spec.std)
+    flips = spec.tta_flips if tta else ()
     if spec.resize == "crop" and h * w > spec.tile * spec.tile:
-        logits = torch.cat([sliding_window(model, x[i : i + 1], rt, spec.tile, spec.overlap, tta) for i in range(n)])
+        logits = torch.cat([sliding_window(model, x[i : i + 1], rt, spec.tile, spec.overlap, flips) for i in range(n)])
     else:
-        logits = _forward(model, x, rt, tta)
+        logits = _forward(model, x, rt, flips)
     if logits.shape[-2:] != (h, w):
         logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
     return logits

@@ -62,6 +62,18 @@ def focal(logits, target, gamma: float = 2.0, class_weights: torch.Tensor | None
     return (loss * valid).sum() / valid.sum().clamp_min(1)
 
 
+def median_frequency_weights(pixels: torch.Tensor, image_pixels: torch.Tensor) -> torch.Tensor:
+    """Class weights median(f) / f_c, f_c = pixels of class c / pixels of the images containing c
+    (Eigen & Fergus 2015; SegNet's CamVid recipe): rare classes such as poles and signs count as
+    much as road and sky. A class absent from the training masks gets weight 1."""
+    present = pixels > 0
+    freq = pixels.double() / image_pixels.double().clamp_min(1)
+    weights = torch.ones_like(freq)
+    if present.any():
+        weights[present] = freq[present].median() / freq[present]
+    return weights.float()
+
+
 LOSSES: dict[str, Callable] = {"ce": cross_entropy, "dice": soft_dice, "focal": focal}
 
 
