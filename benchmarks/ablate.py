@@ -120,6 +120,9 @@ def run_variant(dataset: str, variant: str, seed: int, out_root: Path, epochs: i
             "fg_iou": s["classes"][1]["iou"] if binary else None,
             "fg_dice": s["classes"][1]["dice"] if binary else None,
         }
+    from common import machine
+
+    row["machine"] = machine()
     row["date"] = time.strftime("%Y-%m-%d %H:%M")
     return row
 
@@ -151,14 +154,22 @@ def table(results: Path, title: str) -> str:
             f"| {ds} | {variant} | {rs[0]['epochs']} | {rs[0]['steps']} | {len(rs)} | {names[ds]} | "
             f"{cell(ds, rs, 'plain')} | {cell(ds, rs, 'tta')} | {cell(ds, rs, 'largest-component')} |"
         )
-    from common import header
-
+    machines = sorted({", ".join(f"{k} {v}" for k, v in r.get("machine", {}).items()) for r in rows})
+    dates = sorted(r["date"][:10] for r in rows)
     return "\n".join(
         [
             f"## Recipe ablations ({title}, fixed epochs, validation split)",
             "",
-            header(f"python benchmarks/ablate.py ... (rows from benchmarks/{results.name})"),
-            "Each variant is the default recipe with the named change, same epoch count; scored on the validation "
+            f"Machine: {'; '.join(machines)}. Dates: {dates[0]} to {dates[-1]}. Command: "
+            f"`python benchmarks/ablate.py --datasets camvid,drive,grabcut,isbi2012_em --seeds 0,1 --jobs 14 "
+            f"--threads 1 --title {title} --results ...` (rows from benchmarks/{results.name}; the 440 s device "
+            "limit cut off some seed-1 runs)",
+            "",
+            "`default` is the recipe each run's row records (for the rows from 2026-11-26: AdamW 3e-3 + cosine, "
+            "rotation 15 deg + colour jitter 0.15 + blur, BatchNorm, Dice+CE with median-frequency class weights for "
+            "3+ classes; what won here became the new default: SGD + poly, light augmentation, GroupNorm under 100 "
+            "training images). "
+            "Each variant is that recipe with the named change, same epoch count; scored on the validation "
             "split with the best-validation checkpoint (TTA and largest-component re-score the same checkpoint). "
             "Per-step quality only: a variant that costs more per step (larger input) gets fewer steps in a time "
             "budget. Largest-component scores near 0 on DRIVE because the unsupervised area outside the field of "
