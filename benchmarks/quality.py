@@ -121,6 +121,7 @@ def run_one(dataset: str, recipe: str, budget_s: float, seed: int, results_path:
     train_s = time.monotonic() - t0
     summary = evaluate_checkpoint(result.best_checkpoint, eval_path, "test", out / "eval-test", progress=False)
     classes = summary["classes"]
+    resolved = json.loads((out / "config.json").read_text())
     row = {
         "dataset": dataset,
         "recipe": recipe,
@@ -133,7 +134,9 @@ def run_one(dataset: str, recipe: str, budget_s: float, seed: int, results_path:
         "widths": list(config.model.widths),
         "size": list(config.data.size),
         "batch_size": config.batch_size,
-        "precision": json.loads((out / "config.json").read_text())["runtime"]["precision"],
+        "precision": resolved["runtime"]["precision"],
+        "norm": resolved["model"]["norm"],
+        "optimizer": f"{resolved['optim']['optimizer']} lr {resolved['optim']['lr']} {resolved['optim']['schedule']}",
         "num_test_images": summary["num_images"],
         "mean_iou": summary["mean_iou"],
         "pixel_accuracy": summary["pixel_accuracy"],
@@ -142,6 +145,15 @@ def run_one(dataset: str, recipe: str, budget_s: float, seed: int, results_path:
         "fg_dice": classes[1]["dice"] if len(classes) == 2 else None,
         "per_class_iou": {c["name"]: c["iou"] for c in classes},
         "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+    # The same checkpoint with flip TTA (only the flips it was trained with): reported beside, not instead.
+    best = result.best_checkpoint
+    tta = evaluate_checkpoint(best, eval_path, "test", out / "eval-test-tta", tta=True, progress=False)
+    row["tta"] = {
+        "mean_iou": tta["mean_iou"],
+        "pixel_accuracy": tta["pixel_accuracy"],
+        "fg_iou": tta["classes"][1]["iou"] if len(classes) == 2 else None,
+        "fg_dice": tta["classes"][1]["dice"] if len(classes) == 2 else None,
     }
     with results_path.open("a") as f:
         f.write(json.dumps(row) + "\n")
@@ -176,19 +188,25 @@ def table(results_path: Path = RESULTS_JSONL, title: str = "CPU") -> str:
                 return f"{vals[0]:.3f}"
             return f"{np.mean(vals):.3f} ± {np.std(vals, ddof=1):.3f}"
 
+        def tta(key, rs=rs):
+            vals = [r["tta"][key] for r in rs if r.get("tta", {}).get(key) is not None]
+            return f" (TTA {np.mean(vals):.3f})" if vals else ""
+
         r0 = rs[0]
-        net = f"{r0['widths']}, {r0['size'][0]}px, b{r0['batch_size']}"
+        net = f"{r0['widths']}, {'x'.join(map(str, r0['size']))}, b{r0['batch_size']}"
+        if r0.get("norm") == "group":
+            net += ", GN"
         if ds == "camvid":
-            head = f"mIoU {stat('mean_iou')}"
+            head = f"mIoU {stat('mean_iou')}{tta('mean_iou')}"
             other = f"global acc {stat('pixel_accuracy')}"
         elif ds == "isbi2012_em":
-            head = f"fg IoU {stat('fg_iou')}"
+            head = f"fg IoU {stat('fg_iou')}{tta('fg_iou')}"
             other = f"pixel error {stat('pixel_error')}"
         elif ds == "drive":
-            head = f"vessel Dice (FOV) {stat('fg_dice')}"
+            head = f"vessel Dice (FOV) {stat('fg_dice')}{tta('fg_dice')}"
             other = f"vessel IoU {stat('fg_iou')}"
         else:
-            head = f"fg IoU {stat('fg_iou')}"
+            head = f"fg IoU {stat('fg_iou')}{tta('fg_iou')}"
             other = f"fg Dice {stat('fg_dice')}"
         lines.append(
             f"| {ds} | {recipe} | {budget / 60:.0f} min | {len(rs)} | {net} | "
