@@ -178,7 +178,7 @@ def table(results_path: Path = RESULTS_JSONL, title: str = "CPU") -> str:
         "| dataset | recipe | budget | seeds | network, input, batch | epochs | headline metric (test) | other |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for (ds, recipe, budget), rs in sorted(groups.items()):
+    for (ds, recipe, budget), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1])):
 
         def stat(key, rs=rs):
             vals = [r[key] for r in rs if r.get(key) is not None]
