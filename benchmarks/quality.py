@@ -190,7 +190,10 @@ def table(results_path: Path = RESULTS_JSONL, title: str = "CPU") -> str:
 
         def tta(key, rs=rs):
             vals = [r["tta"][key] for r in rs if r.get("tta", {}).get(key) is not None]
-            return f" (TTA {np.mean(vals):.3f})" if vals else ""
+            if not vals:
+                return ""
+            part = f", {len(vals)} of {len(rs)} seeds" if len(vals) < len(rs) else ""
+            return f" (TTA {np.mean(vals):.3f}{part})"
 
         r0 = rs[0]
         net = f"{r0['widths']}, {'x'.join(map(str, r0['size']))}, b{r0['batch_size']}"
@@ -230,7 +233,9 @@ def table(results_path: Path = RESULTS_JSONL, title: str = "CPU") -> str:
         header(f"python benchmarks/quality.py --budget ... (rows from benchmarks/{results_path.name})"),
         "Trained from scratch within the budget (measurement for auto-configuration included), evaluated on the "
         "test split at original resolution with the best-validation checkpoint. ± is the standard deviation "
-        "over seeds.",
+        "over seeds. GN: GroupNorm (norm auto, under 100 training images). TTA: the same checkpoint with flip "
+        "averaging. Rows labelled -v1 used the recipe before 2026-11-26 (AdamW 3e-3 + cosine, stronger "
+        "augmentation, BatchNorm, no class weights); the default changed after benchmarks/ablate.py.",
         "",
         *lines,
     ]
