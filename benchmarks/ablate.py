@@ -87,7 +87,7 @@ def deep_merge(a: dict, b: dict) -> dict:
 
 
 def run_variant(dataset: str, variant: str, seed: int, out_root: Path, epochs: int = 0) -> dict:
-    from quality import dataset_options
+    from quality import dataset_options, headline_metrics
     from unetkit.config import resolve
     from unetkit.engine import fit
     from unetkit.evaluate import evaluate_checkpoint
@@ -113,13 +113,7 @@ def run_variant(dataset: str, variant: str, seed: int, out_root: Path, epochs: i
         s = evaluate_checkpoint(
             result.best_checkpoint, eval_path, "val", out / f"eval-val-{name}", progress=False, **kw
         )
-        binary = len(s["classes"]) == 2
-        row[name] = {
-            "mean_iou": s["mean_iou"],
-            "pixel_accuracy": s["pixel_accuracy"],
-            "fg_iou": s["classes"][1]["iou"] if binary else None,
-            "fg_dice": s["classes"][1]["dice"] if binary else None,
-        }
+        row[name] = headline_metrics(s)
     from common import machine
 
     row["machine"] = machine()

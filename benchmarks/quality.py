@@ -109,6 +109,17 @@ def recipe_config(recipe: str, data: dict, budget_s: float, seed: int, out: Path
     return dataclasses.replace(config, epochs=epochs)
 
 
+def headline_metrics(summary: dict) -> dict:
+    """The numbers the tables report, from an evaluate summary (fg_* only for binary data)."""
+    fg = summary["classes"][1] if len(summary["classes"]) == 2 else None
+    return {
+        "mean_iou": summary["mean_iou"],
+        "pixel_accuracy": summary["pixel_accuracy"],
+        "fg_iou": fg["iou"] if fg else None,
+        "fg_dice": fg["dice"] if fg else None,
+    }
+
+
 def run_one(dataset: str, recipe: str, budget_s: float, seed: int, results_path: Path = RESULTS_JSONL) -> dict:
     from unetkit.engine import fit
     from unetkit.evaluate import evaluate_checkpoint
@@ -149,12 +160,7 @@ def run_one(dataset: str, recipe: str, budget_s: float, seed: int, results_path:
     # The same checkpoint with flip TTA (only the flips it was trained with): reported beside, not instead.
     best = result.best_checkpoint
     tta = evaluate_checkpoint(best, eval_path, "test", out / "eval-test-tta", tta=True, progress=False)
-    row["tta"] = {
-        "mean_iou": tta["mean_iou"],
-        "pixel_accuracy": tta["pixel_accuracy"],
-        "fg_iou": tta["classes"][1]["iou"] if len(classes) == 2 else None,
-        "fg_dice": tta["classes"][1]["dice"] if len(classes) == 2 else None,
-    }
+    row["tta"] = headline_metrics(tta)
     with results_path.open("a") as f:
         f.write(json.dumps(row) + "\n")
     print(json.dumps(row), flush=True)
