@@ -10,7 +10,8 @@ from PIL import Image
 
 from conftest import tiny_config
 from unetkit.cli import main
-from unetkit.engine import batches_for_epoch, fit, lr_at, resolve_norm
+from unetkit.config import ConfigError
+from unetkit.engine import batches_for_epoch, epochs_to_fill, fit, lr_at, resolve_norm
 from unetkit.inference import InferenceSpec, gaussian_weights, predict_logits, sliding_window, tta_flips_for
 from unetkit.model import UNet
 from unetkit.runtime import setup
@@ -26,6 +27,33 @@ def test_max_steps_stops_and_still_evaluates_and_saves(demo_dir, tmp_path):
 def test_time_limit_stops_cleanly(demo_dir, tmp_path):
     r = fit(tiny_config(data={"root": str(demo_dir)}, epochs=500, time_limit="2s"), out=tmp_path / "r")
     assert r.stopped == "time_limit" and r.epochs_done < 500 and r.best_checkpoint.is_file()
+
+
+def test_epochs_to_fill_hand_values():
+    # 100 s limit, 20 s gone, 5 s per epoch: 0.97 * 100 - 20 = 77 s left -> 15 more epochs.
+    assert epochs_to_fill(100, 20, 3, 5.0) == 18
+    # Already past the limit: still one more epoch, never zero.
+    assert epochs_to_fill(100, 120, 3, 5.0) == 4
+
+
+def test_fill_time_limit_resets_epochs_so_the_schedule_ends_in_time(demo_dir, tmp_path):
+    # 500 planned epochs cannot fit in 6 s: after epoch 2 the run measures its epoch time and plans
+    # fewer, so the LR decays to ~0 by the end instead of being cut off at its peak.
+    cfg = tiny_config(data={"root": str(demo_dir)}, epochs=500, time_limit="6s", fill_time_limit=True)
+    r = fit(cfg, out=tmp_path / "r")
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert 2 < saved["epochs"] < 500
+    last = torch.load(r.last_checkpoint, weights_only=True)
+    assert last["train_config"]["epochs"] == saved["epochs"]
+    assert "500 -> " in (tmp_path / "r" / "train.log").read_text()
+    if r.stopped == "completed":  # the usual case; a loaded machine may still reach the limit first
+        assert r.epochs_done == saved["epochs"]
+        assert r.history[-1]["lr"] < 0.2 * cfg.optim.lr
+
+
+def test_fill_time_limit_needs_a_time_limit():
+    with pytest.raises(ConfigError, match="fill_time_limit"):
+        tiny_config(fill_time_limit=True)
 
 
 def test_early_stopping(demo_dir, tmp_path):

@@ -5,6 +5,10 @@ The rule, in order: prefer the largest input size (up to the data's own scale), 
 network, that still gets enough optimiser steps in the budget (at least 30 epochs' worth of
 steps, clamped to 300..2000). Step times come from one measured network scaled by convolution
 cost, and the chosen one is measured again. The reasoning is written to RUN/autoconfig.json.
+
+The epoch count planned here is a first estimate: training measures its real epoch time after the
+first epochs (data loading, validation and checkpoints included) and re-sets the epochs so the
+schedule ends at the budget (`fill_time_limit`).
 """
 
 from __future__ import annotations
@@ -193,7 +197,11 @@ def plan(config: TrainConfig, budget_s: float, out: Path | None = None, log=prin
     epochs = max(1, math.floor((BUDGET_SHARE * budget_s - spent) / epoch_s))
     # At most ~40 validations (each also checkpoints and plots): matters when epochs are tiny.
     final = dataclasses.replace(
-        trial, epochs=epochs, time_limit=f"{int(budget_s)}s", val_every=max(1, math.ceil(epochs / 40))
+        trial,
+        epochs=epochs,
+        time_limit=f"{int(budget_s)}s",
+        fill_time_limit=True,
+        val_every=max(1, math.ceil(epochs / 40)),
     )
     reasoning = {
         "budget_seconds": budget_s,

@@ -170,6 +170,9 @@ class TrainConfig:
     batch_size: int = 8
     max_steps: int = 0  # 0 = no limit
     time_limit: str = ""  # e.g. "10m", "1h30m"; empty = no limit
+    # With a time_limit: after the first epochs, re-measure the epoch time and set `epochs` so the
+    # LR schedule ends at the limit instead of being cut off or finishing early (--time-budget sets it).
+    fill_time_limit: bool = False
     patience: int = 0  # early stopping on the validation score; 0 = off
     seed: int = 0
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
@@ -199,6 +202,7 @@ class TrainConfig:
         _check(self.sample_every >= 0 and self.checkpoint_every >= 0, "sample_every", "must be >= 0")
         _check(self.val_every >= 1, "val_every", f"must be >= 1, got {self.val_every}")
         parse_duration(self.time_limit)  # raises ConfigError on a bad value
+        _check(not self.fill_time_limit or bool(self.time_limit), "fill_time_limit", "needs a time_limit, e.g. 30m")
 
 
 def parse_duration(text: str) -> float:

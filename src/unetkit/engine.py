@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import gc
 import json
 import math
 import signal
@@ -386,14 +387,7 @@ def fit(
     config = prep.config
     if rt.is_main:
         write_splits(prep.splits, run_dir / "splits.json")
-        resolved = to_dict(config)
-        resolved["runtime"] = {
-            "device": str(rt.device),
-            "precision": rt.precision,
-            "channels_last": rt.channels_last,
-            "world_size": rt.world_size,
-        }
-        (run_dir / "config.json").write_text(json.dumps(resolved, indent=2))
+        write_config(config, rt, run_dir)
     num_classes = len(prep.classes)
     binary = num_classes == 2
     torch.manual_seed(config.seed)
@@ -478,8 +472,28 @@ def fit(
         }
         checkpoint.save(payload, run_dir / "checkpoints" / "last.pt")
 
+    # fill_time_limit: the end of epoch 1 (which also fills caches) starts the clock; the next
+    # val_every epochs (one validation among them) give the wall time per epoch.
+    replan = config.fill_time_limit and bool(time_limit) and state_payload is None
+    epoch1_end = 0.0
     try:
         while epoch < config.epochs and not stop_reason:
+            if replan and epoch == 1:
+                epoch1_end = time.monotonic()
+            elif replan and epoch == 1 + config.val_every:
+                replan = False
+                now = time.monotonic()
+                per_epoch = (now - epoch1_end) / config.val_every
+                epochs = _min_over_ranks(rt, epochs_to_fill(time_limit, now - start_time, epoch, per_epoch))
+                if epochs != config.epochs:
+                    log(
+                        f"time limit: epochs take {per_epoch:.1f}s; {config.epochs} -> {epochs} epochs so the "
+                        f"schedule ends by the {time_limit:.0f}s limit"
+                    )
+                    config = dataclasses.replace(config, epochs=epochs)
+                    total_steps = min(steps_per_epoch * epochs, config.max_steps or steps_per_epoch * epochs)
+                    if rt.is_main:
+                        write_config(config, rt, run_dir)
             if isinstance(prep.train, RandomCropDataset):
                 prep.train.set_epoch(epoch)
             batches = batches_for_epoch(n_train, config.batch_size, config.seed, epoch, rt.rank, rt.world_size)
@@ -637,6 +651,11 @@ def fit(
     if rt.distributed:
         import torch.distributed as dist
 
+        # Free the DDP wrapper now: its reducer holds the process group and gloo work objects, and
+        # left to a later garbage collection (a library's cached traceback can keep this frame alive)
+        # it may be torn down at interpreter exit, where gloo aborts the process.
+        del train_model
+        gc.collect()
         dist.barrier()  # rank 0 has written its checkpoints before anyone returns
     if rt.is_main and stop_reason != "interrupted":
         log(f"done ({stop_reason}) in {time.monotonic() - start_time:.0f}s; best val score {best:.4f}")
@@ -720,6 +739,36 @@ def _main_thread() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
+
+
+def epochs_to_fill(limit_s: float, elapsed_s: float, epochs_done: int, epoch_s: float, share: float = 0.97) -> int:
+    """Total epochs that end by `share` of the time limit, given the seconds one epoch takes
+    (the rest of the limit is slack for the last save). At least one more epoch."""
+    left = share * limit_s - elapsed_s
+    return epochs_done + max(1, int(left // max(epoch_s, 1e-9)))
+
+
+def write_config(config: TrainConfig, rt: Runtime, run_dir: Path) -> None:
+    """RUN/config.json: the resolved config a run trains with, plus where it ran."""
+    resolved = to_dict(config)
+    resolved["runtime"] = {
+        "device": str(rt.device),
+        "precision": rt.precision,
+        "channels_last": rt.channels_last,
+        "world_size": rt.world_size,
+    }
+    (run_dir / "config.json").write_text(json.dumps(resolved, indent=2))
+
+
+def _min_over_ranks(rt: Runtime, value: int) -> int:
+    """The smallest of every rank's `value`, so all ranks agree on a decision made from timings."""
+    if not rt.distributed:
+        return value
+    import torch.distributed as dist
+
+    t = torch.tensor([value], device=rt.device if rt.device.type == "cuda" else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item())
 
 
 def _any_rank(rt: Runtime, flag: bool) -> bool:
