@@ -422,9 +422,7 @@ def fit(
         raise DataError(
             f"{n_train} training pairs are fewer than one batch of {config.batch_size}; lower --batch_size or add data"
         )
-    total_steps = steps_per_epoch * config.epochs
-    if config.max_steps:
-        total_steps = min(total_steps, config.max_steps)
+    total_steps = schedule_steps(config, steps_per_epoch)
     warmup = int(config.optim.warmup_epochs * steps_per_epoch)
     time_limit = parse_duration(config.time_limit)
 
@@ -491,7 +489,7 @@ def fit(
                         f"schedule ends by the {time_limit:.0f}s limit"
                     )
                     config = dataclasses.replace(config, epochs=epochs)
-                    total_steps = min(steps_per_epoch * epochs, config.max_steps or steps_per_epoch * epochs)
+                    total_steps = schedule_steps(config, steps_per_epoch)
                     if rt.is_main:
                         write_config(config, rt, run_dir)
             if isinstance(prep.train, RandomCropDataset):
@@ -739,6 +737,12 @@ def _main_thread() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
+
+
+def schedule_steps(config: TrainConfig, steps_per_epoch: int) -> int:
+    """Steps the LR schedule spans: all epochs, or max_steps when that comes first."""
+    total = steps_per_epoch * config.epochs
+    return min(total, config.max_steps) if config.max_steps else total
 
 
 def epochs_to_fill(limit_s: float, elapsed_s: float, epochs_done: int, epoch_s: float, share: float = 0.97) -> int:
