@@ -79,23 +79,15 @@ VARIANTS: dict[str, dict[str, dict]] = {
 }
 
 
-def deep_merge(a: dict, b: dict) -> dict:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def run_variant(dataset: str, variant: str, seed: int, out_root: Path, epochs: int = 0) -> dict:
     from quality import dataset_options, headline_metrics
-    from unetkit.config import resolve
-    from unetkit.engine import fit
-    from unetkit.evaluate import evaluate_checkpoint
+    from unetkit.api import evaluate_checkpoint, fit, merge, resolve
+    from unetkit.config import EvaluateConfig
 
     data, eval_path = dataset_options(dataset)
     epochs = epochs or EPOCHS[dataset]
     base = {"data": data, "seed": seed, "sample_every": 0, "epochs": epochs, "val_every": max(1, epochs // 15)}
-    config = resolve(None, None, deep_merge(base, VARIANTS[dataset][variant]))
+    config = resolve(None, None, merge(base, VARIANTS[dataset][variant]))
     out = out_root / f"{dataset}-{variant}-s{seed}"
     t0 = time.monotonic()
     result = fit(config, out=out)
@@ -110,9 +102,14 @@ def run_variant(dataset: str, variant: str, seed: int, out_root: Path, epochs: i
     if dataset != "camvid":
         evals["largest-component"] = {"largest_component": True}
     for name, kw in evals.items():
-        s = evaluate_checkpoint(
-            result.best_checkpoint, eval_path, "val", out / f"eval-val-{name}", progress=False, **kw
+        config = EvaluateConfig(
+            checkpoint=str(result.best_checkpoint),
+            data=str(eval_path),
+            split="val",
+            out=str(out / f"eval-val-{name}"),
+            **kw,
         )
+        s = evaluate_checkpoint(config, progress=False)
         row[name] = headline_metrics(s)
     from common import machine
 

@@ -23,8 +23,7 @@ SPLIT = Path(__file__).parent / "splits" / "isbi2012_em.csv"
 
 
 def run_epochs(csv_path: Path, widths, precision: str, channels_last: bool, out: Path, epochs: int = 2) -> dict:
-    from unetkit.config import resolve
-    from unetkit.engine import fit
+    from unetkit.api import fit, resolve
 
     cfg = resolve(
         overrides={

@@ -18,9 +18,8 @@ from common import header, peak_rss_mb, run_isolated, timeit, write_section  # n
 
 
 def single(args: dict) -> dict:
-    from unetkit.inference import InferenceSpec, predict_logits
-    from unetkit.model import UNet
-    from unetkit.runtime import setup
+    from unetkit import UNet
+    from unetkit.api import InferenceSpec, predict_logits, setup
 
     torch.manual_seed(0)
     size, batch, widths, mode = args["size"], args["batch"], tuple(args["widths"]), args["mode"]

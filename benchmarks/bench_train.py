@@ -24,11 +24,8 @@ WIDTHS = {"seed (64-512)": (64, 128, 256, 512), "width 32 (32-256)": (32, 64, 12
 
 
 def single(args: dict) -> dict:
-    from unetkit.config import resolve
-    from unetkit.engine import build_optimizer, load_batch, optimize
-    from unetkit.losses import make_loss
-    from unetkit.model import UNet
-    from unetkit.runtime import setup
+    from unetkit import UNet
+    from unetkit.api import build_training, load_batch, resolve, setup, train_step
 
     torch.manual_seed(0)
     size, batch, widths, mode = args["size"], args["batch"], tuple(args["widths"]), args["mode"]
@@ -64,17 +61,14 @@ def single(args: dict) -> dict:
             }
         )
         rt = setup(config.device, config.precision, config.channels_last)
-        model = UNet(widths=widths).to(rt.device).to(memory_format=torch.channels_last)
-        opt = build_optimizer(config, model)
-        scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.precision == "fp16")
-        loss_fn = make_loss(config.loss, 2)
-        train_model = torch.compile(model) if config.compile else model
+        training = build_training(config, rt, num_classes=2)
+        train_model = torch.compile(training.model) if config.compile else training.model
         counter = [0]
 
         def step():
             counter[0] += 1
             x, t = load_batch(dataset, list(range(batch)), config, rt, [0.5] * 3, [0.25] * 3, counter[0])
-            return optimize(train_model, x, t, config, rt, opt, scaler, loss_fn, counter[0])
+            return train_step(train_model, x, t, config, rt, training, counter[0])
 
         precision = (
             f"{rt.precision}{' + channels_last' if rt.channels_last else ''}{' + compile' if config.compile else ''}"

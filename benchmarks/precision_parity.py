@@ -24,9 +24,8 @@ def main() -> None:
     p.add_argument("--widths", default="16,32,64,128")
     p.add_argument("--size", type=int, default=256)
     a = p.parse_args()
-    from unetkit.config import resolve
-    from unetkit.engine import fit
-    from unetkit.evaluate import evaluate_checkpoint
+    from unetkit.api import evaluate_checkpoint, fit, resolve
+    from unetkit.config import EvaluateConfig
 
     widths = tuple(int(w) for w in a.widths.split(","))
     rows, results = [], {}
@@ -44,7 +43,8 @@ def main() -> None:
         )
         r = fit(cfg, out=out)
         # Evaluate both checkpoints the same way (fp32 inference) so only training precision differs.
-        s = evaluate_checkpoint(r.last_checkpoint, str(SPLIT), "test", precision="fp32", progress=False)
+        ev = EvaluateConfig(checkpoint=str(r.last_checkpoint), data=str(SPLIT), split="test", precision="fp32")
+        s = evaluate_checkpoint(ev, progress=False)
         chosen = json.loads((out / "config.json").read_text())["runtime"]["precision"]
         results[precision] = s
         sec = sum(h["seconds"] for h in r.history)

@@ -87,8 +87,7 @@ def dataset_options(name: str) -> tuple[dict, str]:
 
 
 def recipe_config(recipe: str, data: dict, budget_s: float, seed: int, out: Path):
-    from unetkit.autoconfig import plan, time_step
-    from unetkit.config import resolve
+    from unetkit.api import check_dataset, epochs_for_budget, plan, resolve, resolve_norm, time_step
 
     overrides = {"data": data, "seed": seed, "sample_every": 0, "time_limit": f"{int(budget_s)}s"}
     if recipe == "seed":
@@ -97,15 +96,11 @@ def recipe_config(recipe: str, data: dict, budget_s: float, seed: int, out: Path
     if recipe == "auto":
         return plan(config, budget_s, out)
     # default: fit the epoch count to the budget so the cosine schedule runs to its end.
-    from unetkit.data import check_dataset
-    from unetkit.engine import resolve_norm
-
     _, splits, spec = check_dataset(config.data)
     config = resolve_norm(config, len(splits["train"]))
     step = time_step(config, spec.num_classes)
     steps_per_epoch = max(1, len(splits["train"]) // config.batch_size)
-    val_s = len(splits["val"]) * step / config.batch_size / 3
-    epochs = max(1, math.floor(0.85 * budget_s / (steps_per_epoch * step + val_s)))
+    epochs, _ = epochs_for_budget(budget_s, steps_per_epoch, step, len(splits["val"]), config.batch_size)
     # A first estimate: training re-measures its epochs and re-sets them to fill the budget, as auto does.
     return dataclasses.replace(config, epochs=epochs, fill_time_limit=True)
 
@@ -122,8 +117,8 @@ def headline_metrics(summary: dict) -> dict:
 
 
 def run_one(dataset: str, recipe: str, budget_s: float, seed: int, results_path: Path = RESULTS_JSONL) -> dict:
-    from unetkit.engine import fit
-    from unetkit.evaluate import evaluate_checkpoint
+    from unetkit.api import evaluate_checkpoint, fit
+    from unetkit.config import EvaluateConfig
 
     data, eval_path = dataset_options(dataset)
     out = HERE / "quality" / f"{dataset}-{recipe}-b{int(budget_s)}-s{seed}"
@@ -131,7 +126,9 @@ def run_one(dataset: str, recipe: str, budget_s: float, seed: int, results_path:
     config = recipe_config(recipe, data, budget_s, seed, out)
     result = fit(config, out=out)
     train_s = time.monotonic() - t0
-    summary = evaluate_checkpoint(result.best_checkpoint, eval_path, "test", out / "eval-test", progress=False)
+    best = str(result.best_checkpoint)
+    plain = EvaluateConfig(checkpoint=best, data=str(eval_path), split="test", out=str(out / "eval-test"))
+    summary = evaluate_checkpoint(plain, progress=False)
     classes = summary["classes"]
     resolved = json.loads((out / "config.json").read_text())
     row = {
@@ -160,8 +157,7 @@ def run_one(dataset: str, recipe: str, budget_s: float, seed: int, results_path:
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
     # The same checkpoint with flip TTA (only the flips it was trained with): reported beside, not instead.
-    best = result.best_checkpoint
-    tta = evaluate_checkpoint(best, eval_path, "test", out / "eval-test-tta", tta=True, progress=False)
+    tta = evaluate_checkpoint(dataclasses.replace(plain, out=str(out / "eval-test-tta"), tta=True), progress=False)
     row["tta"] = headline_metrics(tta)
     with results_path.open("a") as f:
         f.write(json.dumps(row) + "\n")
@@ -270,7 +266,7 @@ def main() -> None:
     if not a.table:
         if not DATA.is_dir():
             raise SystemExit(f"{DATA} not found: the datasets live in ../shared/data beside the repo")
-        from unetkit.config import parse_duration
+        from unetkit.api import parse_duration
 
         budget = parse_duration(a.budget)
         for seed in (int(s) for s in a.seeds.split(",")):

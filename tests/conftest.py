@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from unetkit.config import resolve
+from unetkit.configio import resolve
 from unetkit.demo import write_demo
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -22,7 +22,7 @@ TINY = {
 
 
 def tiny_config(**overrides):
-    from unetkit.config import merge
+    from unetkit.configio import merge
 
     return resolve(None, None, merge(TINY, overrides))
 

@@ -7,9 +7,10 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from unetkit.config import resolve
-from unetkit.engine import evaluate, fit
-from unetkit.evaluate import dataset_for
+from unetkit.config import EvaluateConfig
+from unetkit.configio import resolve
+from unetkit.engine import fit
+from unetkit.evaluate import eval_dataset, evaluate
 from unetkit.predict import Segmenter
 
 data, out = sys.argv[1], Path(sys.argv[2])
@@ -26,6 +27,7 @@ result = fit(resolve(overrides=overrides), out=out / "run")
 rank = dist.get_rank()
 torch.save(result.model.state_dict(), out / f"rank{rank}.pt")
 seg = Segmenter.load(result.last_checkpoint, device="cpu", precision="fp32")
-ev = evaluate(seg.model, dataset_for(seg, data, "val", result.last_checkpoint), seg.spec, seg.rt, tuple(seg.classes))
+config = EvaluateConfig(checkpoint=str(result.last_checkpoint), data=data, split="val")
+ev = evaluate(seg, eval_dataset(seg, config, result.last_checkpoint)[0])
 (out / f"rank{rank}.json").write_text(json.dumps({"cm": ev.cm.tolist(), "world": dist.get_world_size()}))
 dist.destroy_process_group()

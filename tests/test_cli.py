@@ -109,13 +109,11 @@ def test_api_mirrors_cli(trained_run, demo_dir):
     assert ((probs > 0.5).astype(np.uint8) == mask).mean() > 0.99
 
 
-def test_evaluate_scores_the_postprocessed_masks(trained_run, demo_dir, tmp_path, capsys):
-    """--largest-component scores what predict --largest-component writes; the engine applies any
-    postprocess to every predicted map (an all-background one leaves foreground IoU 0)."""
-    import torch
-
-    from unetkit.engine import evaluate
-    from unetkit.evaluate import dataset_for
+def test_evaluate_scores_the_postprocessed_masks(trained_run, demo_dir, capsys):
+    """--largest-component scores exactly the masks predict --largest-component writes."""
+    from unetkit.config import EvaluateConfig
+    from unetkit.evaluate import eval_dataset, evaluate
+    from unetkit.metrics import confusion_matrix
     from unetkit.predict import load
 
     ckpt = trained_run.best_checkpoint
@@ -123,13 +121,14 @@ def test_evaluate_scores_the_postprocessed_masks(trained_run, demo_dir, tmp_path
     summary = json.loads(capsys.readouterr().out)
     assert summary["largest_component"] is True and summary["fill_holes"] is False
 
-    seg = load(ckpt)
-    dataset = dataset_for(seg, demo_dir, "test", ckpt)
-    classes = tuple(seg.classes)
-    empty = evaluate(seg.model, dataset, seg.spec, seg.rt, classes, postprocess=np.zeros_like)
-    assert empty.cm[:, 1].sum() == 0 and empty.scores["classes"][1]["iou"] == 0
-    plain = evaluate(seg.model, dataset, seg.spec, seg.rt, classes)
-    assert torch.equal(plain.cm.sum(1), empty.cm.sum(1))  # same truth pixels either way
+    seg = load(ckpt, precision="fp32")
+    dataset, _ = eval_dataset(seg, EvaluateConfig(checkpoint=str(ckpt), data=str(demo_dir)), ckpt)
+    result = evaluate(seg, dataset, largest_component=True)
+    expected = sum(
+        confusion_matrix(torch.from_numpy(seg.predict(dataset.pairs[i].image, largest_component=True)), m, 2)
+        for i, (_, m) in enumerate(dataset[i] for i in range(len(dataset)))
+    )
+    assert torch.equal(result.cm, expected)
 
 
 def error_line(capsys) -> str:

@@ -1,6 +1,8 @@
 import pytest
 
-from unetkit.config import ConfigError, TrainConfig, parse_duration, resolve
+from unetkit.config import TrainConfig, parse_duration
+from unetkit.configio import resolve
+from unetkit.errors import ConfigError
 
 
 def test_precedence_defaults_preset_file_flags(tmp_path):

@@ -7,15 +7,9 @@ from PIL import Image
 
 from unetkit.cli import main
 from unetkit.config import DataConfig
-from unetkit.data import (
-    Pair,
-    SampleCache,
-    SegmentationDataset,
-    check_dataset,
-    find_pairs,
-    split_pairs,
-    write_splits,
-)
+from unetkit.data import Pair, find_pairs, read_splits, record_splits, split_pairs, write_splits
+from unetkit.datacheck import check_dataset
+from unetkit.datasets import SampleCache, SegmentationDataset
 from unetkit.demo import make_sample, write_demo
 from unetkit.imageio import IGNORE, DataError, MaskSpec, read_image, read_mask_raw, resize_mask
 
@@ -49,9 +43,12 @@ def test_seeded_split_is_deterministic_and_disjoint(tmp_path):
     assert [len(a[s]) for s in ("train", "val", "test")] == [28, 6, 6]
     train, val, test = ({p.image for p in a[s]} for s in ("train", "val", "test"))
     assert not (train & val or train & test or val & test)
-    write_splits(a, tmp_path / "splits.json")
+    record = record_splits(DataConfig(root=str(tmp_path)), a)
+    write_splits(record, tmp_path / "splits.json")
     saved = json.loads((tmp_path / "splits.json").read_text())
-    assert len(saved["test"]) == 6
+    assert len(saved["test"]) == 6 and saved["source"] == str(tmp_path.resolve())
+    assert saved["test"][0][0] == a["test"][0].image.name  # relative to the data folder
+    assert read_splits(tmp_path / "splits.json").hash == record.hash == saved["hash"]
 
 
 def test_split_folders_are_used_and_val_cut_from_train_when_missing(tmp_path):
@@ -106,8 +103,9 @@ def test_palette_and_rgb_masks(tmp_path):
 def test_ignore_value_maps_to_ignore_and_unknown_values_are_errors():
     raw = np.array([[0, 128, 255]], dtype=np.uint8)
     assert MaskSpec("binary", 2, 128).encode(raw).tolist() == [[0, IGNORE, 1]]
-    with pytest.raises(DataError, match=r"mask values \[128\] are outside the declared classes"):
+    with pytest.raises(DataError, match=r"m.png: 3 distinct values \(0, 128, 255\), expected \{0, 255\}"):
         MaskSpec("binary", 2, None).encode(raw, "m.png")
+    assert MaskSpec("binary", 2, None, threshold=128).encode(raw).tolist() == [[0, 1, 1]]
     assert MaskSpec("index", 11, 11).encode(np.array([[0, 10, 11]])).tolist() == [[0, 10, IGNORE]]
 
 
@@ -182,7 +180,7 @@ def test_data_check_lists_each_problem_with_file_and_fix(tmp_path, capsys):
     assert "img1.jpg: image has no mask" in out
     assert "img2.png: mask is 10x10 but its image is 30x20" in out
     assert "img3.jpg: cannot read image" in out
-    assert "img4.png: mask values [77] are outside the declared classes" in out
+    assert "img4.png: 1 distinct value (77), expected {0, 255}" in out
     assert "fix:" in out
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from unetkit.config import EvaluateConfig
 from unetkit.evaluate import evaluate_checkpoint
 
 
@@ -39,7 +40,7 @@ def test_two_process_ddp(demo_dir, tmp_path):
     m0 = json.loads((tmp_path / "rank0.json").read_text())
     m1 = json.loads((tmp_path / "rank1.json").read_text())
     assert m0["world"] == 2 and m0["cm"] == m1["cm"]
-    single = evaluate_checkpoint(
-        tmp_path / "run" / "checkpoints" / "last.pt", demo_dir, "val", precision="fp32", device="cpu", progress=False
-    )
+    ckpt = tmp_path / "run" / "checkpoints" / "last.pt"
+    config = EvaluateConfig(checkpoint=str(ckpt), data=str(demo_dir), split="val", precision="fp32", device="cpu")
+    single = evaluate_checkpoint(config, progress=False)
     assert single["confusion_matrix"] == m0["cm"]

@@ -11,10 +11,12 @@ from PIL import Image
 from conftest import tiny_config
 from unetkit.cli import main
 from unetkit.config import ConfigError
-from unetkit.engine import batches_for_epoch, epochs_to_fill, fit, lr_at, resolve_norm
+from unetkit.engine import fit
 from unetkit.inference import InferenceSpec, gaussian_weights, predict_logits, sliding_window, tta_flips_for
 from unetkit.model import UNet
 from unetkit.runtime import setup
+from unetkit.schedule import batches_for_epoch, epochs_to_fill, lr_at
+from unetkit.steps import resolve_norm
 
 
 def test_max_steps_stops_and_still_evaluates_and_saves(demo_dir, tmp_path):
@@ -110,7 +112,7 @@ def test_training_refuses_bad_data_or_skips_with_skip_bad(demo_dir, tmp_path, ca
     args = ["train", "--data", str(root), "--widths", "4,8", "--size", "32,32", "--epochs", "1", "--precision", "fp32"]
     assert main([*args, "--out", str(tmp_path / "a")]) == 2
     err = capsys.readouterr().err
-    assert f"{bad}: mask values [77] are outside the declared classes" in err and "--skip_bad" in err
+    assert f"{bad}: 1 distinct value (77), expected {{0, 255}}" in err and "--skip-bad" in err
     assert main([*args, "--out", str(tmp_path / "b"), "--skip-bad"]) == 0
     assert f"skipping 1 bad pair(s): {bad.stem}" in capsys.readouterr().out
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from unetkit.config import LossConfig
-from unetkit.data import class_pixel_counts
+from unetkit.datasets import class_pixel_counts
 from unetkit.imageio import IGNORE
 from unetkit.losses import cross_entropy, focal, make_loss, median_frequency_weights, soft_dice
 from unetkit.metrics import confusion_matrix, scores

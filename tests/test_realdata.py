@@ -7,7 +7,8 @@ from PIL import Image
 
 from conftest import shared_dataset
 from unetkit.config import DataConfig
-from unetkit.data import SegmentationDataset, check_dataset
+from unetkit.datacheck import check_dataset
+from unetkit.datasets import SegmentationDataset
 from unetkit.imageio import IGNORE
 
 pytestmark = pytest.mark.realdata

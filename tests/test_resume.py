@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from unetkit.config import resolve
+from unetkit.configio import resolve
 from unetkit.engine import fit
 
 EPOCHS = 8

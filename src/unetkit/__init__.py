@@ -1,6 +1,6 @@
 """unetkit: train, evaluate, run and serve U-Net semantic segmentation models.
 
-The Python API mirrors the CLI:
+The Python API mirrors the CLI, and is the declared public surface (benchmarks use only it):
 
     import unetkit
     result = unetkit.train(unetkit.TrainConfig(data=unetkit.DataConfig(root="data")))
@@ -8,7 +8,8 @@ The Python API mirrors the CLI:
     mask = model.predict("image.png")
 """
 
-from unetkit.config import DataConfig, TrainConfig
+from unetkit.config import DataConfig, EvaluateConfig, PredictConfig, TrainConfig
+from unetkit.errors import CheckpointError, ConfigError, DataError, TrainingError, UnetkitError
 from unetkit.model import ModelConfig, UNet
 
 __version__ = "0.1.0"
@@ -28,11 +29,28 @@ def load(path, device: str = "auto", precision: str = "auto"):
     return _load(path, device, precision)
 
 
-def evaluate(checkpoint, data, split: str = "test", out=None, tta: bool = False) -> dict:
-    """Metrics of a checkpoint on a dataset split (see unetkit.evaluate.evaluate_checkpoint)."""
+def evaluate(checkpoint, data, split: str = "auto", out=None, tta: bool = False) -> dict:
+    """Metrics of a checkpoint on a dataset (see unetkit.evaluate.evaluate_checkpoint)."""
     from unetkit.evaluate import evaluate_checkpoint
 
-    return evaluate_checkpoint(checkpoint, data, split, out, tta, progress=False)
+    config = EvaluateConfig(checkpoint=str(checkpoint), data=str(data), split=split, out=out, tta=tta)
+    return evaluate_checkpoint(config, progress=False)
 
 
-__all__ = ["DataConfig", "ModelConfig", "TrainConfig", "UNet", "__version__", "evaluate", "load", "train"]
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "DataConfig",
+    "DataError",
+    "EvaluateConfig",
+    "ModelConfig",
+    "PredictConfig",
+    "TrainConfig",
+    "TrainingError",
+    "UNet",
+    "UnetkitError",
+    "__version__",
+    "evaluate",
+    "load",
+    "train",
+]

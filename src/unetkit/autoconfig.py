@@ -23,9 +23,10 @@ import numpy as np
 import torch
 
 from unetkit.config import TrainConfig
-from unetkit.data import check_dataset, class_names
-from unetkit.engine import build_training, demo_config, load_batch, optimize, resolve_norm
+from unetkit.datacheck import check_dataset, class_names
+from unetkit.prepare import demo_config
 from unetkit.runtime import setup
+from unetkit.steps import build_training, load_batch, resolve_norm, train_step
 
 WIDTHS = ((16, 32, 64, 128), (32, 64, 128, 256), (64, 128, 256, 512))
 SIZES = (512, 384, 256, 192, 128)
@@ -56,7 +57,7 @@ def time_step(config: TrainConfig, num_classes: int, steps: int = 2) -> float:
     """Seconds per training step of `config`'s network, size and batch on this machine."""
     rt = setup(config.device, config.precision, config.channels_last)
     torch.manual_seed(0)
-    model, opt, scaler, loss_fn = build_training(config, rt, num_classes)
+    training = build_training(config, rt, num_classes)
     h, w = config.data.size
     n = config.batch_size
     g = torch.Generator().manual_seed(0)
@@ -72,11 +73,20 @@ def time_step(config: TrainConfig, num_classes: int, steps: int = 2) -> float:
     for i in range(steps + 1):
         t = time.perf_counter()
         x, target = load_batch(dataset, list(range(n)), config, rt, mean, std, i)
-        optimize(model, x, target, config, rt, opt, scaler, loss_fn, i)
+        train_step(training.model, x, target, config, rt, training, i)
         if rt.device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
     return float(np.median(times[1:]))
+
+
+def epochs_for_budget(
+    budget_s: float, steps_per_epoch: int, step_s: float, num_val: int, batch_size: int
+) -> tuple[int, float]:
+    """(epochs, estimated seconds per epoch) that fit BUDGET_SHARE of a budget. Validation costs about
+    one forward per val image per epoch (a third of a training step per image)."""
+    epoch_s = steps_per_epoch * step_s + num_val * step_s / batch_size / 3
+    return max(1, math.floor(BUDGET_SHARE * budget_s / epoch_s)), epoch_s
 
 
 def unet_macs(config: TrainConfig) -> float:
@@ -191,10 +201,9 @@ def plan(config: TrainConfig, budget_s: float, out: Path | None = None, log=prin
         f"chose {_hw(trial)} widths {list(trial.model.widths)} ({chosen[1]:.3f} s/step measured)"
     )
     trial, step, steps_per_epoch = chosen
-    # Validation costs about one forward per val image per epoch: budget for it.
-    val_per_epoch = fp["pairs"]["val"] * step / trial.batch_size / 3
-    epoch_s = steps_per_epoch * step + val_per_epoch
-    epochs = max(1, math.floor((BUDGET_SHARE * budget_s - spent) / epoch_s))
+    epochs, epoch_s = epochs_for_budget(
+        budget_s - spent / BUDGET_SHARE, steps_per_epoch, step, fp["pairs"]["val"], trial.batch_size
+    )
     # At most ~40 validations (each also checkpoints and plots): matters when epochs are tiny.
     final = dataclasses.replace(
         trial,

@@ -1,19 +1,105 @@
-"""The checkpoint format: versioned, self-describing, written atomically, loaded weights-only."""
+"""The checkpoint contract, owned here: one frozen `ModelMeta` that says how a model sees images and
+what its outputs mean; `save` (atomic) and `load_model(path) -> (model, meta)` (weights only)."""
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from unetkit.errors import CheckpointError
+from unetkit.imageio import MaskSpec
+from unetkit.inference import InferenceSpec
+from unetkit.model import ModelConfig, UNet
+
 FORMAT_VERSION = 1
+META_KEYS = ("model_config", "classes", "mask_spec", "normalization", "input", "threshold")
 
 
-class CheckpointError(ValueError):
-    """A checkpoint is missing, corrupt, or not one of ours; the message says which and what to do."""
+def versions() -> dict[str, str]:
+    from unetkit import __version__
+
+    return {"unetkit": __version__, "torch": str(torch.__version__)}
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """Everything besides the weights that inference needs; stored in every checkpoint."""
+
+    model: ModelConfig
+    classes: tuple[str, ...]
+    mask_spec: MaskSpec
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    resize: str  # resize: the model runs at `size`; crop: at native resolution
+    size: tuple[int, int]
+    in_channels: int
+    threshold: float = 0.5
+    tta_flips: tuple[int, ...] = (-1,)
+    versions: dict = field(default_factory=versions)
+    train_config: dict = field(default_factory=dict)  # the resolved TrainConfig, as a dict
+    split: dict | None = None  # data.SplitRecord.to_dict() of the run
+
+    @property
+    def binary(self) -> bool:
+        """One logit (sigmoid) models: the one place this is decided."""
+        return self.model.num_classes == 1
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def inference_spec(self) -> InferenceSpec:
+        return InferenceSpec(
+            self.mean, self.std, self.resize, self.size, self.binary, threshold=self.threshold, tta_flips=self.tta_flips
+        )
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "model_config": self.model.to_dict(),
+            "classes": list(self.classes),
+            "mask_spec": self.mask_spec.to_dict(),
+            "normalization": {"mean": list(self.mean), "std": list(self.std)},
+            "input": {"resize": self.resize, "size": list(self.size), "in_channels": self.in_channels},
+            "threshold": self.threshold,
+            "tta_flips": list(self.tta_flips),
+            "versions": self.versions,
+            "train_config": self.train_config,
+            "split": self.split,
+        }
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any], path: str | Path = "checkpoint") -> ModelMeta:
+        missing = [k for k in META_KEYS if k not in payload]
+        if missing:
+            raise CheckpointError(
+                f"{path}: checkpoint lacks the metadata key {missing[0]!r}; it was edited or written by another "
+                "program: use a checkpoints/best.pt or last.pt written by `unetkit train`"
+            )
+        try:
+            return cls(
+                model=ModelConfig(**payload["model_config"]),
+                classes=tuple(payload["classes"]),
+                mask_spec=MaskSpec.from_dict(payload["mask_spec"]),
+                mean=tuple(payload["normalization"]["mean"]),
+                std=tuple(payload["normalization"]["std"]),
+                resize=payload["input"]["resize"],
+                size=tuple(payload["input"]["size"]),
+                in_channels=int(payload["input"]["in_channels"]),
+                threshold=float(payload["threshold"]),
+                tta_flips=tuple(payload.get("tta_flips", (-1,))),
+                versions=dict(payload.get("versions", {})),
+                train_config=dict(payload.get("train_config") or {}),
+                split=payload.get("split"),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{path}: checkpoint metadata is malformed ({type(e).__name__}: {e})") from None
 
 
 def save(payload: dict[str, Any], path: str | Path) -> None:
@@ -46,15 +132,13 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found; give the path to a .pt file from a run")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # a torn or foreign file can fail anywhere inside the unpickler
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"{path}: not a readable unetkit checkpoint ({first[:200]}); it may be truncated or from "
-            "another program: use a checkpoints/best.pt or last.pt written by `unetkit train`"
-        ) from None
-    if not isinstance(payload, dict) or "format_version" not in payload or "model_config" not in payload:
-        raise CheckpointError(f"{path}: not a unetkit checkpoint (no format_version/model_config)")
+        raise CheckpointError(_unreadable(path, e)) from None
+    if not isinstance(payload, dict) or "format_version" not in payload:
+        raise CheckpointError(f"{path}: not a unetkit checkpoint (no format_version); use a file `unetkit train` wrote")
     if payload["format_version"] > FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: checkpoint format {payload['format_version']} is newer than this unetkit "
@@ -63,7 +147,38 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     return payload
 
 
-def versions() -> dict[str, str]:
-    from unetkit import __version__
+def _unreadable(path: Path, e: Exception) -> str:
+    blocked = re.search(r"GLOBAL ([\w.]+)", str(e))
+    if blocked:
+        return (
+            f"{path}: refused: the file asks to run Python code ({blocked.group(1)}), which a unetkit checkpoint "
+            "never holds; it is not a unetkit checkpoint, and nothing from it was run"
+        )
+    text = str(e).strip()
+    first = text.splitlines()[0][:160] if text else type(e).__name__
+    return (
+        f"{path}: not a readable unetkit checkpoint ({first}); it may be truncated or from another "
+        "program: use a checkpoints/best.pt or last.pt written by `unetkit train`"
+    )
 
-    return {"unetkit": __version__, "torch": str(torch.__version__)}
+
+def build_model(meta: ModelMeta, state_dict: dict, path: str | Path = "checkpoint") -> UNet:
+    model = UNet.from_config(meta.model)
+    try:
+        model.load_state_dict(state_dict)
+    except (RuntimeError, TypeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0][:200]
+        raise CheckpointError(
+            f"{path}: the weights do not fit the model the checkpoint describes ({first}); "
+            "the file was edited or comes from another model size: use the checkpoint its run wrote"
+        ) from None
+    return model
+
+
+def load_model(path: str | Path) -> tuple[UNet, ModelMeta]:
+    """(model on the CPU in eval mode, its metadata) from a checkpoint file."""
+    payload = load(path)
+    meta = ModelMeta.from_payload(payload, path)
+    if "state_dict" not in payload:
+        raise CheckpointError(f"{path}: checkpoint lacks the key 'state_dict' (the weights)")
+    return build_model(meta, payload["state_dict"], path).eval(), meta

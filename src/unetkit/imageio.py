@@ -13,13 +13,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from unetkit.errors import DataError  # re-exported: callers import it from here
+
 IGNORE = 255
 MAX_PIXELS = 200_000_000  # larger images are refused with a message instead of exhausting memory
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm")
-
-
-class DataError(ValueError):
-    """A file or dataset is unusable; the message names the file and the fix."""
 
 
 def _open(path: Path, what: str) -> Image.Image:
@@ -125,6 +123,21 @@ class MaskSpec:
     num_classes: int  # >= 2 (binary = 2: background, foreground)
     ignore_value: int | None = None
     colors: tuple[tuple[int, int, int], ...] = ()
+    threshold: int = 0  # binary: raw >= threshold is foreground (soft-edged masks); 0 = exact 0/255 or 0/1
+
+    def to_dict(self) -> dict:
+        return {
+            "mode": self.mode,
+            "num_classes": self.num_classes,
+            "ignore_value": self.ignore_value,
+            "colors": [list(c) for c in self.colors],
+            "threshold": self.threshold,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> MaskSpec:
+        colors = tuple(tuple(c) for c in d.get("colors", ()))
+        return cls(d["mode"], int(d["num_classes"]), d.get("ignore_value"), colors, int(d.get("threshold", 0)))
 
     def encode(self, raw: np.ndarray, path: Path | str = "mask") -> np.ndarray:
         """Raw mask -> uint8 (H, W) class indices with IGNORE; unknown values are a DataError."""
@@ -148,7 +161,11 @@ class MaskSpec:
             raise DataError(f"{path}: colour mask found; set mask_mode=rgb and give the class colours (--colors)")
         raw = raw.astype(np.int64)
         ignore = raw == self.ignore_value if self.ignore_value is not None else np.zeros(raw.shape, bool)
-        if self.mode == "binary":
+        if self.mode == "binary" and self.threshold:
+            fg = raw >= self.threshold
+            ok = np.ones(raw.shape, bool)
+            out = fg.astype(np.uint8)
+        elif self.mode == "binary":
             fg = (raw == 255) | (raw == 1)
             ok = fg | (raw == 0) | ignore
             out = fg.astype(np.uint8)
@@ -156,6 +173,8 @@ class MaskSpec:
             ok = ((raw >= 0) & (raw < self.num_classes)) | ignore
             out = np.clip(raw, 0, 255).astype(np.uint8)
         if not ok.all():
+            if self.mode == "binary":
+                raise DataError(stray_values_message(path, raw))
             bad = np.unique(raw[~ok])[:10].tolist()
             allowed = "0 and 255 (or 0 and 1)" if self.mode == "binary" else f"0..{self.num_classes - 1}"
             raise DataError(
@@ -166,21 +185,15 @@ class MaskSpec:
         return out
 
 
-def infer_mask_spec(value_sets: list[set[int]], ignore_value: int | None, num_classes: int | None = None) -> MaskSpec:
-    """Guess binary vs class-index from the values seen in (a sample of) single-channel masks.
-
-    0/255 or 0/1 is binary; 255 with a few stray values is still binary (the strays are then
-    reported as unknown values); small integers are class indices."""
-    values = set().union(*value_sets) - ({ignore_value} if ignore_value is not None else set())
-    if num_classes in (None, 2) and (values <= {0, 255} or values <= {0, 1} or (255 in values and len(values) <= 4)):
-        return MaskSpec("binary", 2, ignore_value)
-    n = num_classes or (max(values) + 1)
-    if n > 64 and not num_classes:
-        raise DataError(
-            f"mask values {sorted(values)[:12]} look like neither a binary (0/255) nor a class-index mask; "
-            "set mask_mode and classes (or ignore_value) to say what they mean"
-        )
-    return MaskSpec("index", max(n, 2), ignore_value)
+def stray_values_message(path: Path | str, raw: np.ndarray) -> str:
+    """One line for a binary mask holding values other than 0/255 (or 0/1): how many, which, and why."""
+    values = np.unique(raw)
+    shown = ", ".join(str(v) for v in values[:6].tolist()) + (", ..." if len(values) > 6 else "")
+    return (
+        f"{path}: {len(values)} distinct value{'s' if len(values) > 1 else ''} ({shown}), expected {{0, 255}}; "
+        "was it resized with "
+        "interpolation? Re-save it with nearest resampling, or treat it as soft-edged with --mask-threshold 128"
+    )
 
 
 def resize_image(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -43,18 +44,6 @@ def tta_flips_for(hflip: float, vflip: float, rot90: float) -> tuple[int, ...]:
     if rot90 > 0 and flips:  # rotations composed with one flip give the other
         flips |= {-1, -2}
     return tuple(sorted(flips, reverse=True))
-
-
-def inference_spec_from(meta: dict) -> InferenceSpec:
-    return InferenceSpec(
-        mean=tuple(meta["normalization"]["mean"]),
-        std=tuple(meta["normalization"]["std"]),
-        resize=meta["input"]["resize"],
-        size=tuple(meta["input"]["size"]),
-        binary=meta["model_config"]["num_classes"] == 1,
-        threshold=float(meta["threshold"]),
-        tta_flips=tuple(meta.get("tta_flips", (-1,))),
-    )
 
 
 def _forward(model, x: torch.Tensor, rt: Runtime, flips: tuple[int, ...] = ()) -> torch.Tensor:
@@ -133,3 +122,27 @@ def logits_to_pred(logits: torch.Tensor, binary: bool, threshold: float = 0.5) -
 def logits_to_probs(logits: torch.Tensor, binary: bool) -> torch.Tensor:
     """(N, K, H, W) -> (N, K', H, W) probabilities; binary gives the foreground probability only."""
     return torch.sigmoid(logits) if binary else torch.softmax(logits, 1)
+
+
+def postprocess(pred: np.ndarray, largest_component: bool = False, fill_holes: bool = False) -> np.ndarray:
+    """Per class > 0: keep only its largest connected component and/or fill its holes."""
+    if not (largest_component or fill_holes):
+        return pred
+    from scipy import ndimage
+
+    out = pred.copy()
+    for c in np.unique(pred):
+        if c == 0:
+            continue
+        region = pred == c
+        if largest_component:
+            labels, n = ndimage.label(region)
+            if n > 1:
+                sizes = np.bincount(labels.ravel())[1:]
+                keep = labels == (np.argmax(sizes) + 1)
+                out[region & ~keep] = 0
+                region = keep
+        if fill_holes:
+            filled = ndimage.binary_fill_holes(region)
+            out[filled & (out == 0)] = c
+    return out

@@ -1,8 +1,12 @@
-"""Image in -> mask out: a loaded checkpoint, post-processing, and the files `predict` writes."""
+"""Image in -> mask out: the Segmenter (a model with its metadata) and the files `predict` writes.
+
+`Segmenter.predict_batch` is the one path from images to masks: predict, evaluate, the worst-image
+grid and training's sample grids all call it, so a mask is always made the same way."""
 
 from __future__ import annotations
 
 import glob
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -10,41 +14,52 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from unetkit import checkpoint, plots
+from unetkit import plots
+from unetkit.checkpoint import ModelMeta, load_model
+from unetkit.config import PredictConfig
 from unetkit.imageio import IMAGE_EXTENSIONS, DataError, image_to_array, read_image, to_channels
-from unetkit.inference import inference_spec_from, logits_to_pred, logits_to_probs, predict_logits
-from unetkit.model import ModelConfig, UNet
-from unetkit.runtime import setup
+from unetkit.inference import logits_to_pred, logits_to_probs, postprocess, predict_logits
+from unetkit.runtime import Runtime, setup
+
+
+@dataclass
+class Prediction:
+    logits: torch.Tensor  # (N, K, H, W) float32, on the CPU
+    pred: torch.Tensor  # (N, H, W) uint8 class indices, post-processed
 
 
 class Segmenter:
     """A trained model ready for inference; what `unetkit.load(path)` returns."""
 
-    def __init__(self, model: UNet, meta: dict, device: str = "auto", precision: str = "auto") -> None:
-        self.rt = setup(device, precision, channels_last=True)
-        self.model = model.to(self.rt.device).to(memory_format=torch.channels_last).eval()
+    def __init__(self, model: torch.nn.Module, meta: ModelMeta, rt: Runtime) -> None:
+        self.model = model
         self.meta = meta
-        self.spec = inference_spec_from(meta)
-        self.classes: list[str] = list(meta["classes"])
-        self.in_channels: int = meta["input"]["in_channels"]
+        self.rt = rt
+        self.spec = meta.inference_spec()
+        self.classes: list[str] = list(meta.classes)
+        self.in_channels: int = meta.in_channels
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto", precision: str = "auto") -> Segmenter:
-        payload = checkpoint.load(path)
-        try:
-            model = UNet.from_config(ModelConfig(**payload["model_config"]))
-            model.load_state_dict(payload["state_dict"])
-        except (RuntimeError, TypeError, ValueError) as e:
-            first = str(e).strip().splitlines()[0][:200]
-            raise checkpoint.CheckpointError(
-                f"{path}: the weights do not fit the model the checkpoint describes ({first}); "
-                "the file was edited or comes from another model size: use the checkpoint its run wrote"
-            ) from None
-        return cls(model, payload, device, precision)
+        rt = setup(device, precision, channels_last=True)
+        model, meta = load_model(path)
+        return cls(model.to(rt.device).to(memory_format=torch.channels_last), meta, rt)
 
     @property
     def binary(self) -> bool:
-        return self.spec.binary
+        return self.meta.binary
+
+    @torch.no_grad()
+    def predict_batch(
+        self, images: torch.Tensor, tta: bool = False, largest_component: bool = False, fill_holes: bool = False
+    ) -> Prediction:
+        """images: (N, C, H, W) float32 in [0, 1], one size -> logits and masks at that size."""
+        self.model.eval()
+        logits = predict_logits(self.model, images.float(), self.spec, self.rt, tta)
+        pred = logits_to_pred(logits, self.binary, self.spec.threshold).to(torch.uint8).cpu()
+        if largest_component or fill_holes:
+            pred = torch.stack([torch.from_numpy(postprocess(p.numpy(), largest_component, fill_holes)) for p in pred])
+        return Prediction(logits.cpu(), pred)
 
     def to_tensor(self, image, name: str = "image") -> torch.Tensor:
         """Path, PIL image, uint8/float numpy (H, W[, C]) or float tensor (C, H, W) -> (C, H, W) in [0, 1]."""
@@ -63,8 +78,7 @@ class Segmenter:
         return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
 
     def logits(self, image, tta: bool = False) -> torch.Tensor:
-        x = self.to_tensor(image)
-        return predict_logits(self.model, x[None], self.spec, self.rt, tta)[0].cpu()
+        return self.predict_batch(self.to_tensor(image)[None], tta).logits[0]
 
     def predict_proba(self, image, tta: bool = False) -> np.ndarray:
         """(H, W) foreground probability (binary) or (K, H, W) class probabilities."""
@@ -75,9 +89,8 @@ class Segmenter:
         self, image, tta: bool = False, largest_component: bool = False, fill_holes: bool = False
     ) -> np.ndarray:
         """(H, W) uint8 class indices at the image's own size (binary: 0/1)."""
-        logits = self.logits(image, tta)
-        pred = logits_to_pred(logits[None], self.binary, self.spec.threshold)[0].numpy().astype(np.uint8)
-        return postprocess(pred, largest_component, fill_holes)
+        x = self.to_tensor(image)[None]
+        return self.predict_batch(x, tta, largest_component, fill_holes).pred[0].numpy()
 
 
 def load(path: str | Path, device: str = "auto", precision: str = "auto") -> Segmenter:
@@ -85,31 +98,7 @@ def load(path: str | Path, device: str = "auto", precision: str = "auto") -> Seg
     return Segmenter.load(path, device, precision)
 
 
-def postprocess(pred: np.ndarray, largest_component: bool = False, fill_holes: bool = False) -> np.ndarray:
-    """Per class > 0: keep only its largest connected component and/or fill its holes."""
-    if not (largest_component or fill_holes):
-        return pred
-    from scipy import ndimage
-
-    out = pred.copy()
-    for c in np.unique(pred):
-        if c == 0:
-            continue
-        region = pred == c
-        if largest_component:
-            labels, n = ndimage.label(region)
-            if n > 1:
-                sizes = np.bincount(labels.ravel())[1:]
-                keep = labels == (np.argmax(sizes) + 1)
-                out[region & ~keep] = 0
-                region = keep
-        if fill_holes:
-            filled = ndimage.binary_fill_holes(region)
-            out[filled & (out == 0)] = c
-    return out
-
-
-def expand_inputs(inputs: list[str]) -> list[Path]:
+def expand_inputs(inputs: list[str] | tuple[str, ...]) -> list[Path]:
     """Files, folders (their images) and globs -> sorted unique image paths; nothing found is an error."""
     found: list[Path] = []
     for item in inputs:
@@ -139,40 +128,34 @@ def save_mask(pred: np.ndarray, path: Path, num_classes: int) -> None:
         img.save(path)
 
 
-def predict_files(
-    segmenter: Segmenter,
-    inputs: list[str],
-    out: Path,
-    tta: bool = False,
-    overlay: bool = True,
-    probs: bool = False,
-    largest_component: bool = False,
-    fill_holes: bool = False,
-    progress: bool = True,
-) -> list[Path]:
+def save_probs(logits: torch.Tensor, binary: bool, out: Path, stem: str) -> None:
+    probs = logits_to_probs(logits[None], binary)[0]
+    if binary:
+        Image.fromarray((probs[0].numpy() * 255).round().astype(np.uint8)).save(out / f"{stem}_prob.png")
+    else:
+        np.save(out / f"{stem}_probs.npy", probs.numpy().astype(np.float16))
+
+
+def predict_files(segmenter: Segmenter, config: PredictConfig, progress: bool = True) -> list[Path]:
     """Segment every input image into OUT/<stem>.png (+ overlay / probabilities); returns mask paths."""
-    paths = expand_inputs(inputs)
+    paths = expand_inputs(config.inputs)
     stems = [p.stem for p in paths]
     dupes = {s for s in stems if stems.count(s) > 1}
     if dupes:
         raise DataError(f"several inputs share the name {sorted(dupes)[0]!r}; outputs would overwrite each other")
+    out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     k = len(segmenter.classes)
     written = []
     for p in tqdm(paths, desc="predict", disable=not progress, unit="img"):
         image = segmenter.to_tensor(p)
-        logits = predict_logits(segmenter.model, image[None], segmenter.spec, segmenter.rt, tta)[0].cpu()
-        pred = logits_to_pred(logits[None], segmenter.binary, segmenter.spec.threshold)[0].numpy().astype(np.uint8)
-        pred = postprocess(pred, largest_component, fill_holes)
+        result = segmenter.predict_batch(image[None], config.tta, config.largest_component, config.fill_holes)
+        pred = result.pred[0].numpy()
         target = out / f"{p.stem}.png"
         save_mask(pred, target, k)
         written.append(target)
-        if overlay:
+        if config.overlay:
             Image.fromarray(plots.overlay(plots.to_rgb_uint8(image), pred, k)).save(out / f"{p.stem}_overlay.png")
-        if probs:
-            pr = logits_to_probs(logits[None], segmenter.binary)[0]
-            if segmenter.binary:
-                Image.fromarray((pr[0].numpy() * 255).round().astype(np.uint8)).save(out / f"{p.stem}_prob.png")
-            else:
-                np.save(out / f"{p.stem}_probs.npy", pr.numpy().astype(np.float16))
+        if config.probs:
+            save_probs(result.logits[0], segmenter.binary, out, p.stem)
     return written

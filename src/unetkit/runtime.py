@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from unetkit.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -58,7 +60,7 @@ def choose_device(name: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} asked for but CUDA is not available; use --device cpu")
+        raise ConfigError(f"device: {name!r} asked for but CUDA is not available here; use --device cpu or auto")
     return device
 
 
@@ -68,7 +70,7 @@ def choose_precision(requested: str, device: torch.device) -> str:
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         return "bf16" if cpu_has_fast_bf16() else "fp32"
     if requested == "fp16" and device.type == "cpu":
-        raise RuntimeError("precision fp16 is for CUDA; on a CPU use bf16 or fp32")
+        raise ConfigError("precision: fp16 is for CUDA; on a CPU use --precision bf16, fp32 or auto")
     return requested
 
 
@@ -95,10 +97,6 @@ def setup(
     elif dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
     return Runtime(dev, choose_precision(precision, dev), channels_last, rank, world_size, local_rank)
-
-
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
 
 
 def step_seed(seed: int, epoch: int, step: int) -> int:

@@ -1,0 +1,44 @@
+"""The declared public surface beyond `unetkit.train/load/evaluate`: the functions the CLI itself
+calls, which benchmarks and other programs may build on. Nothing else is promised to stay put."""
+
+from unetkit.autoconfig import epochs_for_budget, fingerprint, plan, time_step
+from unetkit.checkpoint import ModelMeta, load_model
+from unetkit.config import parse_duration
+from unetkit.configio import merge, resolve, to_dict
+from unetkit.data import load_split, split_pairs
+from unetkit.datacheck import check_dataset
+from unetkit.engine import FitResult, fit
+from unetkit.evaluate import evaluate_checkpoint
+from unetkit.inference import InferenceSpec, predict_logits
+from unetkit.predict import Segmenter
+from unetkit.runtime import Runtime, setup
+from unetkit.steps import build_training, load_batch, resolve_norm, standard_batch_fn, train_step
+
+__all__ = [
+    "FitResult",
+    "InferenceSpec",
+    "ModelMeta",
+    "Runtime",
+    "Segmenter",
+    "build_training",
+    "check_dataset",
+    "epochs_for_budget",
+    "evaluate_checkpoint",
+    "fingerprint",
+    "fit",
+    "load_batch",
+    "load_model",
+    "load_split",
+    "merge",
+    "parse_duration",
+    "plan",
+    "predict_logits",
+    "resolve",
+    "resolve_norm",
+    "setup",
+    "split_pairs",
+    "standard_batch_fn",
+    "time_step",
+    "to_dict",
+    "train_step",
+]

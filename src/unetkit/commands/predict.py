@@ -1,0 +1,37 @@
+"""`unetkit predict`: flags -> PredictConfig -> predict.predict_files."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from unetkit.config import PredictConfig
+from unetkit.configio import FLAG_PREFIX, add_flags, build, flag_values
+
+HELP = "segment images into mask files"
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("predict", help=HELP, description=HELP)
+    p.add_argument("checkpoint", help="checkpoint file (.pt) written by unetkit train")
+    p.add_argument("inputs", nargs="+", help="image files, folders or globs")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--no-overlay",
+        dest=FLAG_PREFIX + "overlay",
+        action="store_const",
+        const="false",
+        help="same as --overlay false",
+    )
+    add_flags(p, PredictConfig, skip=("checkpoint", "inputs", "out"), title="prediction")
+
+
+def run(args: argparse.Namespace) -> int:
+    from unetkit.predict import load, predict_files
+
+    values = {**flag_values(args), "checkpoint": args.checkpoint, "inputs": list(args.inputs), "out": args.out}
+    config = build(PredictConfig, values)
+    seg = load(config.checkpoint, config.device, config.precision)
+    written = predict_files(seg, config, progress=sys.stderr.isatty())
+    print(f"wrote {len(written)} mask(s) to {config.out}")
+    return 0

@@ -1,0 +1,266 @@
+"""Pairs served as tensors: decoded once into a bounded cache, cropped, and fetched in batches
+(in worker processes when the machine has cores to spare)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+
+from unetkit.config import DataConfig, parse_bytes
+from unetkit.data import Pair
+from unetkit.imageio import IGNORE, DataError, MaskSpec, read_image, read_mask_raw, resize_image, resize_mask
+
+Sample = tuple[torch.Tensor, torch.Tensor]
+CACHE_SHARE = 0.25  # of the available RAM the memory cache may use by default
+
+
+def available_memory() -> int:
+    """Bytes of RAM available now (MemAvailable), or 4 GiB where /proc/meminfo is unreadable."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 * 2**30
+
+
+def cache_budget(cfg: DataConfig) -> int:
+    return int(CACHE_SHARE * available_memory()) if cfg.cache_memory == "auto" else parse_bytes(cfg.cache_memory)
+
+
+def worker_count(cfg: DataConfig, cpus: int | None = None) -> int:
+    """auto: no workers on <= 2 cores (decoding would compete with training for them), else up to 8."""
+    if cfg.workers != "auto":
+        return int(cfg.workers)
+    cpus = cpus or os.cpu_count() or 1
+    return 0 if cpus <= 2 else min(8, cpus // 2)
+
+
+def _nbytes(sample: Sample) -> int:
+    return sum(t.numel() * t.element_size() for t in sample)
+
+
+class SampleCache:
+    """Decoded (image, mask) pairs: in memory (least recently used dropped past `budget` bytes), on
+    disk, or not at all. The memory cache is keyed by path (no file system calls on a hit); the disk
+    cache outlives runs, so its key also holds each file's size and mtime: an edited file is decoded again."""
+
+    def __init__(self, kind: str = "memory", folder: Path | None = None, budget: int | None = None, log=None) -> None:
+        self.kind = kind
+        self.folder = folder
+        self.budget = budget
+        self.used = 0
+        self.evictions = 0
+        self.log = log
+        self.memory: OrderedDict[tuple, Sample] = OrderedDict()
+        if kind == "disk":
+            if folder is None:
+                raise ValueError("a disk cache needs a folder")
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def _disk_path(self, pair: Pair, extra: tuple) -> Path:
+        stats = tuple((p.stat().st_size, p.stat().st_mtime_ns) for p in (pair.image, pair.mask))
+        key = (str(pair.image), str(pair.mask), stats, extra)
+        return self.folder / (hashlib.sha1(repr(key).encode()).hexdigest() + ".pt")
+
+    def get(self, pair: Pair, extra: tuple, load: Callable[[], Sample]) -> Sample:
+        if self.kind == "none":
+            return load()
+        if self.kind == "memory":
+            return self._memory_get((str(pair.image), str(pair.mask), extra), load)
+        return self._disk_get(self._disk_path(pair, extra), load)
+
+    def _memory_get(self, key: tuple, load: Callable[[], Sample]) -> Sample:
+        hit = self.memory.get(key)
+        if hit is not None:
+            self.memory.move_to_end(key)
+            return hit
+        sample = load()
+        size = _nbytes(sample)
+        if self.budget is not None and size > self.budget:
+            return sample  # larger than the whole budget: never cached
+        self.memory[key] = sample
+        self.used += size
+        while self.budget is not None and self.used > self.budget:
+            _, old = self.memory.popitem(last=False)
+            self.used -= _nbytes(old)
+            if self.evictions == 0 and self.log:
+                self.log(
+                    f"memory cache full ({self.budget / 2**20:.0f} MiB): least recently used samples are dropped "
+                    "and decoded again when needed (--cache-memory sets the budget, --cache disk keeps them on disk)"
+                )
+            self.evictions += 1
+        return sample
+
+    def _disk_get(self, path: Path, load: Callable[[], Sample]) -> Sample:
+        if path.is_file():
+            try:
+                d = torch.load(path, weights_only=True)
+                return d["image"], d["mask"]
+            except Exception:
+                path.unlink(missing_ok=True)  # a stale or torn entry: decode again below
+        image, mask = load()
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        torch.save({"image": image, "mask": mask}, tmp)
+        tmp.replace(path)
+        return image, mask
+
+
+class SegmentationDataset(torch.utils.data.Dataset):
+    """Pairs -> (image (C, H, W) in [0, 1], mask uint8 (H, W) with IGNORE), decoded once.
+
+    Training keeps float16 images (half the cache); evaluation asks for float32, the same input
+    predict gives the network. With `size`, both are resized (image bilinear, mask nearest)."""
+
+    def __init__(
+        self,
+        pairs: list[Pair],
+        spec: MaskSpec,
+        in_channels: int = 3,
+        size: tuple[int, int] | None = None,
+        cache: SampleCache | None = None,
+        dtype: torch.dtype = torch.float16,
+    ) -> None:
+        self.pairs = list(pairs)
+        self.spec = spec
+        self.in_channels = in_channels
+        self.size = tuple(size) if size else None
+        self.cache = cache or SampleCache("none")
+        self.dtype = dtype
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def load(self, i: int) -> Sample:
+        p = self.pairs[i]
+        image = read_image(p.image, self.in_channels)
+        raw = read_mask_raw(p.mask)
+        if raw.shape[:2] != tuple(image.shape[-2:]):
+            raise DataError(
+                f"{p.mask}: mask is {raw.shape[1]}x{raw.shape[0]} but its image is "
+                f"{image.shape[2]}x{image.shape[1]}; resize the mask (nearest) or fix the pairing"
+            )
+        mask = torch.from_numpy(self.spec.encode(raw, p.mask))
+        if self.size:
+            image, mask = resize_image(image, self.size), resize_mask(mask, self.size)
+        return image.to(self.dtype), mask
+
+    def __getitem__(self, i: int) -> Sample:
+        return self.cache.get(self.pairs[i], (self.in_channels, self.size, str(self.dtype)), lambda: self.load(i))
+
+
+class RandomCropDataset(torch.utils.data.Dataset):
+    """Random crops of `size` at native resolution; deterministic per (seed, epoch, index).
+
+    Images smaller than the crop are padded (image 0, mask IGNORE)."""
+
+    def __init__(self, base: SegmentationDataset, size: tuple[int, int], seed: int = 0) -> None:
+        self.base = base
+        self.size = tuple(size)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> Sample:
+        image, mask = self.base[i]
+        th, tw = self.size
+        h, w = mask.shape
+        if h < th or w < tw:
+            ph, pw = max(0, th - h), max(0, tw - w)
+            image = torch.nn.functional.pad(image, (0, pw, 0, ph))
+            mask = torch.nn.functional.pad(mask, (0, pw, 0, ph), value=IGNORE)
+            h, w = mask.shape
+        g = random.Random(hash((self.seed, self.epoch, i)))
+        y, x = g.randint(0, h - th), g.randint(0, w - tw)
+        return image[:, y : y + th, x : x + tw], mask[y : y + th, x : x + tw]
+
+
+# ----------------------------------------------------------------------------------------------
+# Batches: stacked CPU tensors, fetched on this thread or by worker processes
+
+
+class _BatchSource(torch.utils.data.Dataset):
+    """Key (epoch, indices) -> stacked (images (N, C, H, W), masks (N, H, W)); what workers run."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __getitem__(self, key: tuple[int, list[int]]) -> Sample:
+        epoch, indices = key
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        items = [self.dataset[i] for i in indices]
+        return torch.stack([im for im, _ in items]), torch.stack([m for _, m in items])
+
+
+class _Keys(torch.utils.data.Sampler):
+    def __init__(self) -> None:
+        self.keys: list = []
+
+    def __iter__(self):
+        return iter(self.keys)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+class BatchLoader:
+    """Yields each epoch's batches as stacked CPU tensors. With workers, persistent worker
+    processes decode (each with its share of the cache budget) while the main process trains."""
+
+    def __init__(self, dataset, workers: int = 0) -> None:
+        self.source = _BatchSource(dataset)
+        self.workers = workers
+        self.keys = _Keys()
+        self.loader = None
+        if workers > 0:
+            self.loader = torch.utils.data.DataLoader(
+                self.source, batch_size=None, sampler=self.keys, num_workers=workers, persistent_workers=True
+            )
+
+    def epoch(self, epoch: int, batches: list[list[int]]) -> Iterator[Sample]:
+        if self.loader is None:
+            return (self.source[(epoch, b)] for b in batches)
+        self.keys.keys = [(epoch, b) for b in batches]
+        return iter(self.loader)
+
+
+def channel_stats(dataset: SegmentationDataset, max_items: int = 256) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std over (up to max_items of) the training images, for normalisation."""
+    n = len(dataset)
+    idx = range(0, n, max(1, n // max_items))
+    s = s2 = None
+    count = 0
+    for i in idx:
+        img = dataset[i][0].float().flatten(1)
+        s = img.sum(1) if s is None else s + img.sum(1)
+        s2 = (img**2).sum(1) if s2 is None else s2 + (img**2).sum(1)
+        count += img.shape[1]
+    mean = s / count
+    std = (s2 / count - mean**2).clamp_min(1e-8).sqrt().clamp_min(1e-3)
+    return mean.tolist(), std.tolist()
+
+
+def class_pixel_counts(dataset: SegmentationDataset, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pixels of each class, pixels of the images that contain each class) over a dataset's masks,
+    ignored pixels left out: the inputs of median-frequency class weights."""
+    pixels = torch.zeros(num_classes, dtype=torch.int64)
+    image_pixels = torch.zeros(num_classes, dtype=torch.int64)
+    for i in range(len(dataset)):
+        mask = dataset[i][1].long().flatten()
+        counts = torch.bincount(mask[mask < num_classes], minlength=num_classes)
+        pixels += counts
+        image_pixels += (counts > 0) * counts.sum()
+    return pixels, image_pixels
