@@ -112,23 +112,25 @@ def _round32(x: float) -> int:
     return max(64, int(x) // 32 * 32)
 
 
-def plan(config: TrainConfig, budget_s: float, out: Path | None = None, log=print) -> TrainConfig:
-    """Return `config` with model widths, size, batch size, epochs and time limit set for the budget."""
-    if config.data.root is None and config.data.csv is None:
-        config = demo_config(config, out or Path("."))
-    fp = fingerprint(config)
-    k = fp["num_classes"]
-    n_train = fp["pairs"]["train"]
-    config = resolve_norm(config, n_train)  # time the normalisation the run will use
-    median = min(fp["median_size_hw"])
-    crop = config.data.resize == "crop"
-    sizes = [s for s in SIZES if s <= max(128, _round32(median))]
+def _row(trial: TrainConfig, step: float, measured: bool, **extra) -> dict:
+    return {
+        "size": list(trial.data.size),
+        "widths": list(trial.model.widths),
+        "batch": trial.batch_size,
+        "seconds_per_step": round(step, 4),
+        "measured": measured,
+        **extra,
+    }
+
+
+def _trial_maker(config: TrainConfig, fp: dict):
+    """(candidate sizes, trial_for(size, widths)): `size` is the short side; in resize mode the long
+    side keeps the images' median aspect ratio, so 480x360 street scenes are not squashed into squares."""
     mh, mw = fp["median_size_hw"]
-    aspect = min(2.0, max(0.5, mw / mh)) if mh and mw and not crop else 1.0
+    sizes = [s for s in SIZES if s <= max(128, _round32(min(mh, mw)))]
+    aspect = min(2.0, max(0.5, mw / mh)) if mh and mw and config.data.resize != "crop" else 1.0
 
     def trial_for(size: int, widths: tuple[int, ...]) -> TrainConfig:
-        # `size` is the short side; the long side keeps the images' median aspect ratio (resize mode),
-        # so 480x360 street scenes are not squashed into squares.
         hw = (size, _round32(size * aspect)) if aspect >= 1 else (_round32(size / aspect), size)
         return dataclasses.replace(
             config,
@@ -137,70 +139,54 @@ def plan(config: TrainConfig, budget_s: float, out: Path | None = None, log=prin
             batch_size=8 if size <= 256 else 4,
         )
 
-    # Calibrate once on a mid-sized candidate, then predict every candidate's step time from its
-    # convolution cost: measuring each one would eat a short budget (the big ones take many seconds).
+    return sizes, trial_for
+
+
+def _choose(config: TrainConfig, fp: dict, budget_s: float, log) -> tuple[TrainConfig, float, float, list[dict]]:
+    """(chosen config, its measured seconds per step, seconds spent measuring, every candidate's row).
+
+    Calibrate once on a mid-sized candidate, then predict every candidate's step time from its
+    convolution cost (measuring each would eat a short budget), then confirm the chosen one."""
+    k, n_train = fp["num_classes"], fp["pairs"]["train"]
+    sizes, trial_for = _trial_maker(config, fp)
     ref = trial_for(min(256, sizes[0]), WIDTHS[1])
     t0 = time.perf_counter()
     ref_step = time_step(ref, k)
     spent = time.perf_counter() - t0
     ref_cost = unet_macs(ref) * ref.batch_size
-    measured = [
-        {
-            "size": list(ref.data.size),
-            "widths": list(ref.model.widths),
-            "batch": ref.batch_size,
-            "seconds_per_step": round(ref_step, 4),
-            "measured": True,
-        }
-    ]
+    rows = [_row(ref, ref_step, True)]
     chosen = None
     for size in sizes:  # prefer resolution, then width
         for widths in reversed(WIDTHS):
             trial = trial_for(size, widths)
             step = ref_step * unet_macs(trial) * trial.batch_size / ref_cost
-            steps_per_epoch = max(1, n_train // trial.batch_size)
-            needed = int(min(2000, max(300, 30 * steps_per_epoch)))
+            needed = int(min(2000, max(300, 30 * max(1, n_train // trial.batch_size))))
             affordable = int((BUDGET_SHARE * budget_s - spent) / step)
-            measured.append(
-                {
-                    "size": list(trial.data.size),
-                    "widths": list(widths),
-                    "batch": trial.batch_size,
-                    "seconds_per_step": round(step, 4),
-                    "measured": False,
-                    "steps_needed": needed,
-                    "steps_affordable": affordable,
-                }
-            )
+            rows.append(_row(trial, step, False, steps_needed=needed, steps_affordable=affordable))
             if affordable >= needed and chosen is None:
-                chosen = (trial, step, steps_per_epoch)
-    if chosen is None:  # nothing reaches the wanted steps: the cheapest candidate
-        cheapest = trial_for(sizes[-1], WIDTHS[0])
-        chosen = (
-            cheapest,
-            ref_step * unet_macs(cheapest) * cheapest.batch_size / ref_cost,
-            max(1, n_train // cheapest.batch_size),
-        )
-    trial = chosen[0]
-    if (trial.data.size, trial.model.widths, trial.batch_size) != (ref.data.size, ref.model.widths, ref.batch_size):
+                chosen = trial
+    chosen = chosen or trial_for(sizes[-1], WIDTHS[0])  # nothing reaches the wanted steps: the cheapest
+    step = ref_step
+    if (chosen.data.size, chosen.model.widths, chosen.batch_size) != (ref.data.size, ref.model.widths, ref.batch_size):
         t0 = time.perf_counter()
-        step = time_step(trial, k)  # confirm the prediction on the chosen network
+        step = time_step(chosen, k)
         spent += time.perf_counter() - t0
-        measured.append(
-            {
-                "size": list(trial.data.size),
-                "widths": list(trial.model.widths),
-                "batch": trial.batch_size,
-                "seconds_per_step": round(step, 4),
-                "measured": True,
-            }
-        )
-        chosen = (trial, step, chosen[2])
+        rows.append(_row(chosen, step, True))
     log(
         f"autoconfig: calibrated {ref_step:.3f} s/step at {_hw(ref)} widths {list(ref.model.widths)}; "
-        f"chose {_hw(trial)} widths {list(trial.model.widths)} ({chosen[1]:.3f} s/step measured)"
+        f"chose {_hw(chosen)} widths {list(chosen.model.widths)} ({step:.3f} s/step measured)"
     )
-    trial, step, steps_per_epoch = chosen
+    return chosen, step, spent, rows
+
+
+def plan(config: TrainConfig, budget_s: float, out: Path | None = None, log=print) -> TrainConfig:
+    """Return `config` with model widths, size, batch size, epochs and time limit set for the budget."""
+    if config.data.root is None and config.data.csv is None:
+        config = demo_config(config, out or Path("."))
+    fp = fingerprint(config)
+    config = resolve_norm(config, fp["pairs"]["train"])  # time the normalisation the run will use
+    trial, step, spent, rows = _choose(config, fp, budget_s, log)
+    steps_per_epoch = max(1, fp["pairs"]["train"] // trial.batch_size)
     epochs, epoch_s = epochs_for_budget(
         budget_s - spent / BUDGET_SHARE, steps_per_epoch, step, fp["pairs"]["val"], trial.batch_size
     )
@@ -215,16 +201,14 @@ def plan(config: TrainConfig, budget_s: float, out: Path | None = None, log=prin
     reasoning = {
         "budget_seconds": budget_s,
         "fingerprint": fp,
-        "candidates_measured": measured,
+        "candidates_measured": rows,
         "measurement_seconds": round(spent, 1),
         "chosen": {
-            "size": list(final.data.size),
-            "widths": list(final.model.widths),
+            **{k: v for k, v in _row(final, step, True).items() if k not in ("batch", "measured")},
             "batch_size": final.batch_size,
             "epochs": epochs,
-            "seconds_per_step": round(step, 4),
             "estimated_epoch_seconds": round(epoch_s, 2),
-            "resize": "crop" if crop else "resize",
+            "resize": final.data.resize,
         },
         "rule": __doc__.strip().split("\n\n")[1].replace("\n", " "),
     }

@@ -239,16 +239,24 @@ class SplitChoice:
     notes: list[str] = field(default_factory=list)
 
 
-def _same_data(record: SplitRecord, cfg: DataConfig, found: list[Pair]) -> tuple[bool, Path]:
-    """Is `cfg` the data `record` was made from: the same resolved source, or a moved copy of it
-    (every recorded file present under the new folder)? Returns (same, base for the paths)."""
+def _same_data(record: SplitRecord, cfg: DataConfig, found: list[Pair]) -> tuple[bool, Path, list[str]]:
+    """Is `cfg` the data `record` was made from: the same resolved source, or a moved copy of it (at
+    least half the recorded files found under the new folder by their relative paths)? Returns
+    (same, base for the recorded paths, notes)."""
     source = data_source(cfg).resolve()
     if str(source) == record.source:
-        return True, record.base
+        return True, record.base, []
     base = source.parent if cfg.csv else source
-    recorded = {i for s in SPLITS for i, _ in record.splits.get(s, ())}
-    current = {str(p.image.resolve().relative_to(base)) for p in found if p.image.resolve().is_relative_to(base)}
-    return bool(recorded) and recorded <= current, base
+    recorded = [i for s in SPLITS for i, _ in record.splits.get(s, ())]
+    current = {p.image.resolve() for p in found}
+    present = sum((base / i).resolve() in current for i in recorded)
+    if recorded and present * 2 >= len(recorded):
+        note = (
+            f"{source} holds {present} of the {len(recorded)} files the run was trained and tested on: "
+            f"treated as a moved copy of {record.source}"
+        )
+        return True, base, [note]
+    return False, base, []
 
 
 def load_splits(cfg: DataConfig, record: SplitRecord | None = None) -> dict[str, list[Pair]]:
@@ -265,12 +273,14 @@ def load_split(cfg: DataConfig, split: str, record: SplitRecord | None = None) -
     and train/val/test are the layout's split folders (or CSV column), never a random cut."""
     found, _ = find_pairs(cfg)
     if record is not None:
-        same, base = _same_data(record, cfg, found)
+        same, base, notes = _same_data(record, cfg, found)
         if same:
             chosen = "test" if split == "auto" else split
             names = SPLITS if chosen == "all" else (chosen,)
             pairs = [p for s in names for p in record.pairs(s, base)]
-            return SplitChoice(*_drop_missing(pairs, record, found, base, chosen))
+            choice = SplitChoice(*_drop_missing(pairs, record, found, base, chosen))
+            choice.notes = notes + choice.notes
+            return choice
     chosen = "all" if split == "auto" else split
     if chosen == "all":
         return SplitChoice(found, "all", False)

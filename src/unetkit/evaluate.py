@@ -196,9 +196,8 @@ def worst_grid(seg: Segmenter, dataset, rows: list[dict], config: EvaluateConfig
     """The lowest-scoring images. An image with nothing to find and nothing predicted has no score
     (NaN): it is right, not worst, and is left out."""
     key = "fg_dice" if seg.binary else "mean_iou"
-    ranked = sorted((r for r in rows if not math.isnan(r[key])), key=lambda r: r[key])[: config.worst]
     samples, titles = [], []
-    for r in ranked:
+    for r in rank_worst(rows, key, config.worst):
         image, mask = dataset[r["index"]]
         pred = seg.predict_batch(image[None], config.tta, config.largest_component, config.fill_holes).pred[0]
         samples.append((plots.to_rgb_uint8(image), mask.numpy(), pred.numpy()))
@@ -207,6 +206,11 @@ def worst_grid(seg: Segmenter, dataset, rows: list[dict], config: EvaluateConfig
         plots.grid(samples, len(seg.classes), path, titles)
     else:
         path.unlink(missing_ok=True)
+
+
+def rank_worst(rows: list[dict], key: str, n: int) -> list[dict]:
+    """The n lowest-scoring rows; rows without a score (NaN: nothing to find, nothing found) left out."""
+    return sorted((r for r in rows if not math.isnan(r[key])), key=lambda r: r[key])[:n]
 
 
 def _clean(v):
