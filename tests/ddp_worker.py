@@ -10,7 +10,7 @@ import torch.distributed as dist
 from unetkit.config import EvaluateConfig
 from unetkit.configio import resolve
 from unetkit.engine import fit
-from unetkit.evaluate import eval_dataset, evaluate
+from unetkit.evaluation import eval_dataset, evaluate
 from unetkit.predict import Segmenter
 
 data, out = sys.argv[1], Path(sys.argv[2])

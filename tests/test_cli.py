@@ -133,7 +133,7 @@ def test_api_mirrors_cli(trained_run, learn_dir):
 def test_evaluate_scores_the_postprocessed_masks(trained_run, learn_dir, capsys):
     """--largest-component scores exactly the masks predict --largest-component writes."""
     from unetkit.config import EvaluateConfig
-    from unetkit.evaluate import eval_dataset, evaluate
+    from unetkit.evaluation import eval_dataset, evaluate
     from unetkit.metrics import confusion_matrix
     from unetkit.predict import load
 

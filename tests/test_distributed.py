@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from unetkit.config import EvaluateConfig
-from unetkit.evaluate import evaluate_checkpoint
+from unetkit.evaluation import evaluate_checkpoint
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """The training loop's contracts: limits, early stopping, NaN guard, bad-data policy, learning."""
 
+import dataclasses
 import json
 import math
 
@@ -53,11 +54,11 @@ def test_epochs_to_fill_hand_values():
 def test_fill_time_limit_resets_epochs_so_the_schedule_ends_in_time(demo_dir, tmp_path):
     # One clock second per reading: each step reads it once, so an epoch of S steps "takes" S s, and
     # the planner reads it at the starts of epochs 2 and 3. It measures S + 1 s per epoch and re-plans
-    # 500 epochs down to what ends by 97% of the 100 s limit; the LR then decays to ~0 by the end.
-    cfg = tiny_config(data={"root": str(demo_dir)}, epochs=500, time_limit="100s", fill_time_limit=True)
+    # 500 epochs down to what ends by 97% of the 40 s limit; the LR then decays to ~0 by the end.
+    cfg = tiny_config(data={"root": str(demo_dir)}, epochs=500, time_limit="40s", fill_time_limit=True, sample_every=0)
     r = fit(cfg, out=tmp_path / "r", clock=ticks(1.0))
     s = r.history[0]["step"]  # steps per epoch
-    expected = epochs_to_fill(100, 2 * s + 2, 2, s + 1)
+    expected = epochs_to_fill(40, 2 * s + 2, 2, s + 1)
     saved = json.loads((tmp_path / "r" / "config.json").read_text())
     assert saved["epochs"] == expected < 500
     last = torch.load(r.last_checkpoint, weights_only=True)
@@ -198,3 +199,13 @@ def test_tensorboard_logging(demo_dir, tmp_path):
 def test_val_every_validates_every_nth_epoch_and_the_last(demo_dir, tmp_path):
     r = fit(tiny_config(data={"root": str(demo_dir)}, epochs=5, val_every=2), out=tmp_path / "r")
     assert [row["epoch"] for row in r.history] == [2, 4, 5] and r.epochs_done == 5
+
+
+def test_training_with_a_worker_process_equals_training_here(demo_dir, tmp_path):
+    cfg = tiny_config(data={"root": str(demo_dir), "resize": "crop", "size": (24, 24)}, precision="fp32")
+    runs = [
+        fit(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, workers=w)), out=tmp_path / w) for w in "01"
+    ]
+    a, b = (torch.load(r.last_checkpoint, weights_only=True)["state_dict"] for r in runs)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert "1 data workers" in (tmp_path / "1" / "train.log").read_text()

@@ -16,7 +16,7 @@ from unetkit.cli import main
 from unetkit.config import EvaluateConfig
 from unetkit.data import read_splits
 from unetkit.engine import fit
-from unetkit.evaluate import evaluate_checkpoint, rank_worst
+from unetkit.evaluation import evaluate_checkpoint, rank_worst
 
 
 def scored(summary_dir) -> set[str]:

@@ -11,12 +11,12 @@ import torch
 from unetkit.configio import resolve
 from unetkit.engine import fit
 
-EPOCHS = 8
+EPOCHS = 5
 FLAGS = [
     "--widths",
     "8,16",
     "--size",
-    "48,48",
+    "32,32",
     "--epochs",
     str(EPOCHS),
     "--batch-size",
@@ -34,7 +34,7 @@ FLAGS = [
 def overrides(demo_dir):
     return {
         "model": {"widths": (8, 16)},
-        "data": {"root": str(demo_dir), "size": (48, 48)},
+        "data": {"root": str(demo_dir), "size": (32, 32)},
         "epochs": EPOCHS,
         "batch_size": 2,
         "precision": "fp32",

@@ -30,8 +30,8 @@ def load(path, device: str = "auto", precision: str = "auto"):
 
 
 def evaluate(checkpoint, data, split: str = "auto", out=None, tta: bool = False) -> dict:
-    """Metrics of a checkpoint on a dataset (see unetkit.evaluate.evaluate_checkpoint)."""
-    from unetkit.evaluate import evaluate_checkpoint
+    """Metrics of a checkpoint on a dataset (see unetkit.evaluation.evaluate_checkpoint)."""
+    from unetkit.evaluation import evaluate_checkpoint
 
     config = EvaluateConfig(checkpoint=str(checkpoint), data=str(data), split=split, out=out, tta=tta)
     return evaluate_checkpoint(config, progress=False)

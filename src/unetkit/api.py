@@ -8,7 +8,7 @@ from unetkit.configio import merge, resolve, to_dict
 from unetkit.data import load_split, split_pairs
 from unetkit.datacheck import check_dataset
 from unetkit.engine import FitResult, fit
-from unetkit.evaluate import evaluate_checkpoint
+from unetkit.evaluation import evaluate_checkpoint
 from unetkit.inference import InferenceSpec, predict_logits
 from unetkit.predict import Segmenter
 from unetkit.runtime import Runtime, setup

@@ -26,7 +26,7 @@ from unetkit.configio import build, merge, to_dict
 from unetkit.data import SplitRecord
 from unetkit.datasets import BatchLoader, RandomCropDataset
 from unetkit.errors import DataError, TrainingError
-from unetkit.evaluate import evaluate
+from unetkit.evaluation import evaluate
 from unetkit.inference import tta_flips_for
 from unetkit.metrics import headline
 from unetkit.predict import Segmenter
@@ -395,6 +395,7 @@ def _finish(ctx: Context, state: LoopState) -> FitResult:
     run = ctx.run
     result = FitResult(run.path, run.best, run.last, state.best, state.epoch, state.step, stopped, state.history)
     result.model = distributed.unwrap(ctx.training.model)
+    run.record(state.history, final=True)
     ctx.train_model = None  # free the DDP wrapper before the final barrier (see distributed.finish)
     distributed.finish(ctx.rt)
     if stopped == "interrupted":

@@ -34,6 +34,7 @@ METRIC_FIELDS = [
     "val_seconds",
 ]
 BOARD_KEYS = ("train_loss", "val_loss", "val_dice", "val_iou", "val_accuracy", "lr", "images_per_s")
+CURVES_EVERY_S = 20.0  # curves.png costs ~0.5 s to draw: redrawn at most this often, and at the end
 
 
 def default_run_dir() -> Path:
@@ -47,6 +48,7 @@ class RunFolder:
         self.path = Path(path)
         self.is_main = is_main
         self.board = None
+        self.curves_drawn = -float("inf")
         if is_main:
             (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
 
@@ -87,9 +89,9 @@ class RunFolder:
         if self.is_main:
             checkpoint.save(payload, path)
 
-    def record(self, history: list[dict]) -> None:
+    def record(self, history: list[dict], final: bool = False) -> None:
         """metrics.csv (atomically), curves.png and TensorBoard scalars after a validated epoch."""
-        if not self.is_main:
+        if not self.is_main or not history:
             return
         tmp = self.path / "metrics.tmp"
         with tmp.open("w", newline="") as f:
@@ -98,8 +100,10 @@ class RunFolder:
             for row in history:
                 w.writerow({k: row.get(k) for k in METRIC_FIELDS})
         tmp.replace(self.path / "metrics.csv")
-        plots.curves(history, self.path / "curves.png")
-        if self.board is not None:
+        if final or time.monotonic() - self.curves_drawn >= CURVES_EVERY_S:
+            plots.curves(history, self.path / "curves.png")
+            self.curves_drawn = time.monotonic()
+        if self.board is not None and not final:
             for key in BOARD_KEYS:
                 self.board.add_scalar(key, history[-1][key], history[-1]["epoch"])
             self.board.flush()

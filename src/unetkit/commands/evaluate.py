@@ -1,4 +1,4 @@
-"""`unetkit evaluate`: flags -> EvaluateConfig -> evaluate.evaluate_checkpoint, and its printout."""
+"""`unetkit evaluate`: flags -> EvaluateConfig -> evaluation.evaluate_checkpoint, and its printout."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from unetkit.evaluate import default_out, evaluate_checkpoint
+    from unetkit.evaluation import default_out, evaluate_checkpoint
 
     config = build(EvaluateConfig, {**flag_values(args), "checkpoint": args.checkpoint, "data": args.data})
     summary = evaluate_checkpoint(config, progress=not args.json)

@@ -1,0 +1,62 @@
+"""Decoded samples: a memory cache bounded by a budget, and batches from worker processes equal to
+batches decoded on the training thread."""
+
+import torch
+
+from unetkit.config import DataConfig
+from unetkit.data import Pair
+from unetkit.datacheck import check_dataset
+from unetkit.datasets import (
+    BatchLoader,
+    RandomCropDataset,
+    SampleCache,
+    SegmentationDataset,
+    cache_budget,
+    worker_count,
+)
+
+
+def sample(i: int):
+    return torch.full((3, 10, 10), float(i), dtype=torch.float16), torch.zeros(10, 10, dtype=torch.uint8)
+
+
+def test_memory_cache_drops_least_recently_used_past_its_budget(tmp_path):
+    per_sample = 3 * 10 * 10 * 2 + 10 * 10  # float16 image + uint8 mask bytes
+    lines = []
+    cache = SampleCache("memory", budget=3 * per_sample, log=lines.append)
+    pairs = [Pair(tmp_path / f"{i}.png", tmp_path / f"m{i}.png") for i in range(5)]
+    loads = []
+
+    def get(i):
+        return cache.get(pairs[i], (), lambda: loads.append(i) or sample(i))
+
+    for i in (0, 1, 2, 0, 3, 4):  # 0 is used again before 3 and 4 arrive: 1 and 2 are dropped
+        assert get(i)[0][0, 0, 0] == i
+    assert cache.used <= 3 * per_sample and len(cache.memory) == 3
+    assert set(k[0] for k in cache.memory) == {str(pairs[i].image) for i in (0, 3, 4)}
+    assert loads == [0, 1, 2, 3, 4] and cache.evictions == 2
+    get(1)
+    assert loads[-1] == 1 and len(lines) == 1 and "memory cache full" in lines[0]  # said once
+
+
+def test_budget_and_workers_auto():
+    assert cache_budget(DataConfig(cache_memory="2G")) == 2 * 2**30
+    assert 0 < cache_budget(DataConfig()) < 2**50
+    assert worker_count(DataConfig(), cpus=2) == 0  # no cores to spare
+    assert worker_count(DataConfig(), cpus=16) == 8
+    assert worker_count(DataConfig(workers="3"), cpus=2) == 3
+
+
+def test_worker_batches_equal_batches_decoded_here(demo_dir):
+    cfg = DataConfig(root=str(demo_dir))
+    _, splits, spec = check_dataset(cfg)
+    base = SegmentationDataset(splits["train"], spec, cache=SampleCache("memory"))
+    crops = RandomCropDataset(base, (24, 24), seed=1)
+    batches = [[0, 1, 2], [5, 3, 4]]
+    serial = [[t.clone() for t in b] for e in (0, 1) for b in BatchLoader(crops, 0).epoch(e, batches)]
+    loader = BatchLoader(crops, workers=2)
+    parallel = [[t.clone() for t in b] for e in (0, 1) for b in loader.epoch(e, batches)]
+    assert len(serial) == len(parallel) == 4
+    for (a_img, a_mask), (b_img, b_mask) in zip(serial, parallel, strict=True):
+        assert torch.equal(a_img, b_img) and torch.equal(a_mask, b_mask)
+    assert not torch.equal(serial[0][0], serial[2][0])  # epochs crop differently
