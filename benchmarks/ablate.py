@@ -81,8 +81,8 @@ VARIANTS: dict[str, dict[str, dict]] = {
 
 def run_variant(dataset: str, variant: str, seed: int, out_root: Path, epochs: int = 0) -> dict:
     from quality import dataset_options, headline_metrics
+    from unetkit import EvaluateConfig
     from unetkit.api import evaluate_checkpoint, fit, merge, resolve
-    from unetkit.config import EvaluateConfig
 
     data, eval_path = dataset_options(dataset)
     epochs = epochs or EPOCHS[dataset]

@@ -55,17 +55,22 @@ def main() -> None:
     p.add_argument("--single")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--widths", default="64,128,256,512")
-    p.add_argument("--repeat", type=int, default=3)
+    cpu = not torch.cuda.is_available()
+    # CPU defaults finish in minutes without bf16 hardware (the seed net takes ~4 s per 512px image there).
+    p.add_argument("--repeat", type=int, default=2 if cpu else 3)
+    p.add_argument("--sizes", default="512" if cpu else "512,1024", help="latency/throughput sizes")
     p.add_argument("--section", default="")
     a = p.parse_args()
     if a.single:
         print(json.dumps(single(json.loads(a.single))))
         return
     widths = [int(w) for w in a.widths.split(",")]
-    big = 8 if a.device == "cuda" else 4
+    big = 8 if a.device == "cuda" else 2
+    sizes = [int(s) for s in a.sizes.split(",")]
     base = {"widths": widths, "device": a.device, "repeat": a.repeat}
     rows = []
-    for size in (512, 1024):
+    for size in sizes:
+        print(f"measuring {size}px: latency (batch 1), throughput (batch {big}); reference, unetkit ...", flush=True)
         lat = {m: run_isolated(__file__, {**base, "size": size, "batch": 1, "mode": m}) for m in ("reference", "ours")}
         thr = {
             m: run_isolated(__file__, {**base, "size": size, "batch": big, "mode": m}) for m in ("reference", "ours")
@@ -79,7 +84,7 @@ def main() -> None:
             print(row, flush=True)
             rows.append(row)
     growth = []
-    for size in (128, 256, 512, 1024):
+    for size in [s for s in (128, 256, 512, 1024) if s <= max(sizes)]:
         r = run_isolated(__file__, {**base, "size": size, "batch": 1, "mode": "ours"})
         growth.append(f"| {size} | {r['seconds'] * 1000:.1f} | {r['seconds'] * 1000 / (size / 128) ** 2:.1f} |")
         print(growth[-1], flush=True)

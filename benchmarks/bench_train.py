@@ -85,13 +85,34 @@ def single(args: dict) -> dict:
     }
 
 
+def ceilings(device: torch.device) -> tuple[float | None, float]:
+    """Matmul GFLOP/s in bf16 (only where the hardware has it: emulated bf16 takes minutes) and fp32."""
+    from unetkit.api import cpu_has_fast_bf16
+
+    print("measuring matmul ceilings ...", flush=True)
+    bf16 = matmul_gflops(torch.bfloat16, device) if device.type == "cuda" or cpu_has_fast_bf16() else None
+    fp32 = matmul_gflops(torch.float32, device)
+    print(f"matmul ceilings: bf16 {fmt_ceiling(bf16)}, fp32 {fmt_ceiling(fp32)}", flush=True)
+    return bf16, fp32
+
+
+def fmt_ceiling(gflops: float | None) -> str:
+    return "n/a (no bf16 hardware)" if gflops is None else f"{gflops:.0f} GFLOP/s"
+
+
+def share(value: float, ceiling: float | None) -> str:
+    return "n/a" if ceiling is None else f"{value / ceiling:.0%}"
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--single")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--steps", type=int, default=3)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--sizes", default="256,512")
+    cpu = not torch.cuda.is_available()
+    # CPU defaults finish in minutes even without bf16 hardware (one 512px seed-net step there is ~90 s).
+    p.add_argument("--steps", type=int, default=2 if cpu else 3)
+    p.add_argument("--batch", type=int, default=4 if cpu else 8)
+    p.add_argument("--sizes", default="256" if cpu else "256,512")
     p.add_argument("--compile", action="store_true", help="also measure the defaults with --compile")
     p.add_argument("--section", default="")
     a = p.parse_args()
@@ -99,13 +120,12 @@ def main() -> None:
         print(json.dumps(single(json.loads(a.single))))
         return
     device = torch.device(a.device)
-    bf16 = matmul_gflops(torch.bfloat16, device)
-    fp32 = matmul_gflops(torch.float32, device)
-    print(f"matmul ceilings: bf16 {bf16:.0f} GFLOP/s, fp32 {fp32:.0f} GFLOP/s", flush=True)
+    bf16, fp32 = ceilings(device)
     rows = []
     for name, widths in WIDTHS.items():
         for size in (int(s) for s in a.sizes.split(",")):
             base = {"size": size, "batch": a.batch, "widths": widths, "device": a.device, "steps": a.steps}
+            print(f"measuring {name} at {size}px, batch {a.batch}: reference, then unetkit ...", flush=True)
             ref = run_isolated(__file__, {**base, "mode": "reference"})
             ours = run_isolated(__file__, {**base, "mode": "ours"})
             results = [("reference", ref), ("unetkit", ours)]
@@ -115,7 +135,7 @@ def main() -> None:
                 row = (
                     f"| {name} | {size} | {label}: {r['precision']} | {r['images_per_s']:.2f} | "
                     f"{r['images_per_s'] / ref['images_per_s']:.2f}x | {r['conv_gflops']:.0f} | "
-                    f"{r['conv_gflops'] / bf16:.0%} | {r['conv_gflops'] / fp32:.0%} | {r['peak_mb']:.0f} |"
+                    f"{share(r['conv_gflops'], bf16)} | {share(r['conv_gflops'], fp32)} | {r['peak_mb']:.0f} |"
                 )
                 print(row, flush=True)
                 rows.append(row)
@@ -125,7 +145,7 @@ def main() -> None:
         f"## Training throughput ({a.device}{' ' + a.section if a.section else ''})",
         "",
         header(command),
-        f"Matmul ceilings measured in this run: bf16 {bf16:.0f} GFLOP/s, fp32 {fp32:.0f} GFLOP/s. "
+        f"Matmul ceilings measured in this run: bf16 {fmt_ceiling(bf16)}, fp32 {fmt_ceiling(fp32)}. "
         f"Batch {a.batch}; median of {a.steps} steps after warm-up. Conv GFLOP/s counts 3x the forward "
         f"convolution FLOPs per image. Memory: {mem}.",
         "",

@@ -24,8 +24,8 @@ def main() -> None:
     p.add_argument("--widths", default="16,32,64,128")
     p.add_argument("--size", type=int, default=256)
     a = p.parse_args()
+    from unetkit import EvaluateConfig
     from unetkit.api import evaluate_checkpoint, fit, resolve
-    from unetkit.config import EvaluateConfig
 
     widths = tuple(int(w) for w in a.widths.split(","))
     rows, results = [], {}

@@ -117,8 +117,8 @@ def headline_metrics(summary: dict) -> dict:
 
 
 def run_one(dataset: str, recipe: str, budget_s: float, seed: int, results_path: Path = RESULTS_JSONL) -> dict:
+    from unetkit import EvaluateConfig
     from unetkit.api import evaluate_checkpoint, fit
-    from unetkit.config import EvaluateConfig
 
     data, eval_path = dataset_options(dataset)
     out = HERE / "quality" / f"{dataset}-{recipe}-b{int(budget_s)}-s{seed}"

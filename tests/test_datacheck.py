@@ -91,9 +91,16 @@ def test_duplicates_are_problems(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "name '00' is in both train and test" in out and "name '01' is in both train and test" in out
     assert "05.png: same content as" in out and "02.png" in out
-    (tmp_path / "list.csv").write_text("image,mask\nd/train/images/00.png,d/train/masks/00.png\n" * 2)
+    line = "d/train/images/00.png,d/train/masks/00.png,{}\n"
+    (tmp_path / "list.csv").write_text("image,mask,split\n" + line.format("train") + line.format("test"))
     assert main(["data", "check", str(tmp_path / "list.csv")]) == 1
-    assert "listed twice" in capsys.readouterr().out
+    assert "00.png: listed twice" in capsys.readouterr().out
+    # The same file twice in one split of a CSV is deliberate oversampling: a note, not a problem.
+    (tmp_path / "over.csv").write_text(
+        "image,mask,split\n" + line.format("train") * 3 + line.format("train").replace("00", "03")
+    )
+    assert main(["data", "check", str(tmp_path / "over.csv"), "--split", "1,0,0"]) == 0
+    assert "2 pair(s) repeat another in the same split" in capsys.readouterr().out
 
 
 def test_duts2k_is_recognised_as_soft_edged(tmp_path):

@@ -39,6 +39,20 @@ def test_memory_cache_drops_least_recently_used_past_its_budget(tmp_path):
     assert loads[-1] == 1 and len(lines) == 1 and "memory cache full" in lines[0]  # said once
 
 
+def test_past_its_budget_the_memory_cache_spills_to_disk(tmp_path):
+    per_sample = 3 * 10 * 10 * 2 + 10 * 10
+    cache = SampleCache("memory", tmp_path / "spill", budget=2 * per_sample)
+    pairs = [tmp_path / f"{i}.png" for i in range(4)]
+    for p in pairs:
+        p.write_bytes(b"x")
+    pairs = [Pair(p, p) for p in pairs]
+    loads = []
+    for i in (0, 1, 2, 3, 0, 1):
+        assert cache.get(pairs[i], (), lambda i=i: loads.append(i) or sample(i))[0][0, 0, 0] == i
+    assert loads == [0, 1, 2, 3]  # 0 and 1 came back from the disk cache, not decoded again
+    assert cache.used <= 2 * per_sample and len(list((tmp_path / "spill").glob("*.pt"))) >= 2
+
+
 def test_budget_and_workers_auto():
     assert cache_budget(DataConfig(cache_memory="2G")) == 2 * 2**30
     assert 0 < cache_budget(DataConfig()) < 2**50

@@ -11,7 +11,7 @@ from unetkit.engine import FitResult, fit
 from unetkit.evaluation import evaluate_checkpoint
 from unetkit.inference import InferenceSpec, predict_logits
 from unetkit.predict import Segmenter
-from unetkit.runtime import Runtime, setup
+from unetkit.runtime import Runtime, cpu_has_fast_bf16, setup
 from unetkit.steps import build_training, load_batch, resolve_norm, standard_batch_fn, train_step
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "Segmenter",
     "build_training",
     "check_dataset",
+    "cpu_has_fast_bf16",
     "epochs_for_budget",
     "evaluate_checkpoint",
     "fingerprint",

@@ -65,8 +65,8 @@ class DataConfig:
     split_seed: int = opt(0, "seed of that split")
     resize: str = opt("resize", "resize: squash images to size; crop: random crops of size at native scale")
     size: tuple[int, int] = opt((256, 256), "training input height,width")
-    cache: str = opt("memory", "decoded-sample cache: memory | disk | none")
-    cache_memory: str = opt("auto", "memory cache budget: auto (25% of available RAM), e.g. 4G, or 0")
+    cache: str = opt("memory", "decoded-sample cache: memory (spills to RUN/cache past its budget) | disk | none")
+    cache_memory: str = opt("auto", "memory cache budget: auto (25% of available RAM) or e.g. 4G, 500M")
     workers: str = opt("auto", "decoding worker processes: auto (0 on <= 2 cores) or a number")
     skip_bad: bool = opt(False, "skip pairs that fail the data check instead of refusing to train")
 

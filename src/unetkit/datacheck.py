@@ -207,30 +207,35 @@ def _split_message(text: str) -> tuple[str, str, str]:
     return path, msg, fix or "fix or remove the file"
 
 
-def duplicate_problems(splits: dict[str, list[Pair]]) -> list[Problem]:
-    """The same file twice, the same image content twice, or one stem in two splits: each would let
-    an image be trained on and scored, or count twice."""
-    problems = []
-    by_path: dict[Path, Pair] = {}
-    by_hash: dict[str, Pair] = {}
-    by_stem: dict[str, Pair] = {}
+def duplicate_problems(splits: dict[str, list[Pair]], repeats_ok: bool = False) -> tuple[list[Problem], list[str]]:
+    """(problems, notes) for the same file twice, the same image content twice, or one stem in two
+    splits: each would let an image be trained on and scored, or count twice. A CSV may list a file
+    several times within one split on purpose (oversampling): with `repeats_ok` that is a note."""
+    problems: list[Problem] = []
+    repeats = 0
+    first_path: dict[Path, Pair] = {}
+    first_hash: dict[str, Pair] = {}
+    first_stem: dict[str, Pair] = {}
     for s in SPLITS:
         for p in splits.get(s, []):
             resolved = p.image.resolve()
-            if resolved in by_path:
-                problems.append(Problem(str(p.image), f"listed twice ({by_path[resolved].split}, {s})", "keep one"))
-                continue
-            by_path[resolved] = p
             digest = _file_hash(p.image)
-            if digest and digest in by_hash:
-                other = by_hash[digest]
-                problems.append(Problem(str(p.image), f"same content as {other.image} ({other.split})", "keep one"))
-            by_hash.setdefault(digest, p)
-            first = by_stem.setdefault(p.image.stem, p)
+            other = first_path.get(resolved) or first_hash.get(digest)
+            if other is not None:
+                if repeats_ok and other.split == s:
+                    repeats += 1
+                else:
+                    what = "listed twice" if other.image.resolve() == resolved else "same content as"
+                    problems.append(Problem(str(p.image), f"{what} {other.image} ({other.split})", "keep one"))
+            first_path.setdefault(resolved, p)
+            if digest:
+                first_hash.setdefault(digest, p)
+            first = first_stem.setdefault(p.image.stem, p)
             if first.split != s:
                 msg = f"name {p.image.stem!r} is in both {first.split} and {s} ({first.image})"
                 problems.append(Problem(str(p.image), msg, "keep each image in one split"))
-    return problems
+    notes = [f"{repeats} pair(s) repeat another in the same split (the CSV lists them again: oversampling)"]
+    return problems, notes if repeats else []
 
 
 def _file_hash(path: Path) -> str:
@@ -248,7 +253,8 @@ def check_dataset(cfg: DataConfig) -> tuple[Report, dict[str, list[Pair]], MaskS
     splits = split_pairs(pairs, cfg.split, cfg.split_seed)
     report = Report(problems=list(problems))
     report.bad_pairs |= {p.path for p in problems}
-    for problem in duplicate_problems(splits):
+    duplicates, report.notes = duplicate_problems(splits, repeats_ok=bool(cfg.csv))
+    for problem in duplicates:
         report.problems.append(problem)
         report.bad_pairs.add(problem.path)
     spec = infer_spec(cfg, [p for s in SPLITS for p in splits[s]], report)

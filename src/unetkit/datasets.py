@@ -48,9 +48,13 @@ def _nbytes(sample: Sample) -> int:
 
 
 class SampleCache:
-    """Decoded (image, mask) pairs: in memory (least recently used dropped past `budget` bytes), on
-    disk, or not at all. The memory cache is keyed by path (no file system calls on a hit); the disk
-    cache outlives runs, so its key also holds each file's size and mtime: an edited file is decoded again."""
+    """Decoded (image, mask) pairs: in memory, on disk, or not at all.
+
+    The memory cache holds at most `budget` bytes; past it, the least recently used samples leave
+    memory and, with a `folder`, go to the disk cache, which then serves them (decoding a JPEG costs
+    ~10x reading its decoded tensor back). It is keyed by path (no file system calls on a hit). The
+    disk cache outlives runs, so its key also holds each file's size and mtime: an edited file is
+    decoded again."""
 
     def __init__(self, kind: str = "memory", folder: Path | None = None, budget: int | None = None, log=None) -> None:
         self.kind = kind
@@ -59,8 +63,8 @@ class SampleCache:
         self.used = 0
         self.evictions = 0
         self.log = log
-        self.memory: OrderedDict[tuple, Sample] = OrderedDict()
-        if kind == "disk":
+        self.memory: OrderedDict[tuple, tuple[Pair, tuple, Sample]] = OrderedDict()
+        if kind == "disk" or (kind == "memory" and folder is not None):
             if folder is None:
                 raise ValueError("a disk cache needs a folder")
             folder.mkdir(parents=True, exist_ok=True)
@@ -74,43 +78,56 @@ class SampleCache:
         if self.kind == "none":
             return load()
         if self.kind == "memory":
-            return self._memory_get((str(pair.image), str(pair.mask), extra), load)
+            return self._memory_get(pair, extra, load)
         return self._disk_get(self._disk_path(pair, extra), load)
 
-    def _memory_get(self, key: tuple, load: Callable[[], Sample]) -> Sample:
+    def _memory_get(self, pair: Pair, extra: tuple, load: Callable[[], Sample]) -> Sample:
+        key = (str(pair.image), str(pair.mask), extra)
         hit = self.memory.get(key)
         if hit is not None:
             self.memory.move_to_end(key)
-            return hit
-        sample = load()
+            return hit[2]
+        spilled = self.evictions and self.folder is not None
+        sample = self._disk_get(self._disk_path(pair, extra), load, write=False) if spilled else load()
         size = _nbytes(sample)
         if self.budget is not None and size > self.budget:
             return sample  # larger than the whole budget: never cached
-        self.memory[key] = sample
+        self.memory[key] = (pair, extra, sample)
         self.used += size
         while self.budget is not None and self.used > self.budget:
-            _, old = self.memory.popitem(last=False)
-            self.used -= _nbytes(old)
-            if self.evictions == 0 and self.log:
-                self.log(
-                    f"memory cache full ({self.budget / 2**20:.0f} MiB): least recently used samples are dropped "
-                    "and decoded again when needed (--cache-memory sets the budget, --cache disk keeps them on disk)"
-                )
-            self.evictions += 1
+            self._evict()
         return sample
 
-    def _disk_get(self, path: Path, load: Callable[[], Sample]) -> Sample:
+    def _evict(self) -> None:
+        _, (pair, extra, old) = self.memory.popitem(last=False)
+        self.used -= _nbytes(old)
+        if self.folder is not None:
+            path = self._disk_path(pair, extra)
+            if not path.is_file():
+                self._write(path, old)
+        if self.evictions == 0 and self.log:
+            where = f"go to the disk cache in {self.folder}" if self.folder else "are decoded again when needed"
+            budget = f"{self.budget / 2**20:.0f} MiB, --cache-memory"
+            self.log(f"memory cache full ({budget}): least recently used samples {where}")
+        self.evictions += 1
+
+    def _disk_get(self, path: Path, load: Callable[[], Sample], write: bool = True) -> Sample:
         if path.is_file():
             try:
                 d = torch.load(path, weights_only=True)
                 return d["image"], d["mask"]
             except Exception:
                 path.unlink(missing_ok=True)  # a stale or torn entry: decode again below
-        image, mask = load()
+        sample = load()
+        if write:
+            self._write(path, sample)
+        return sample
+
+    @staticmethod
+    def _write(path: Path, sample: Sample) -> None:
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        torch.save({"image": image, "mask": mask}, tmp)
+        torch.save({"image": sample[0], "mask": sample[1]}, tmp)
         tmp.replace(path)
-        return image, mask
 
 
 class SegmentationDataset(torch.utils.data.Dataset):

@@ -68,7 +68,7 @@ def prepare_data(config: TrainConfig, run_dir: Path, log, record: SplitRecord | 
         splits = load_splits(dc, record)  # a resumed run keeps its original split
     splits = {s: [p for p in ps if str(p.image) not in report.bad_pairs] for s, ps in splits.items()}
     classes = class_names(dc, spec)
-    cache = SampleCache(dc.cache, run_dir / "cache" if dc.cache == "disk" else None, cache_budget(dc), log)
+    cache = SampleCache(dc.cache, run_dir / "cache" if dc.cache != "none" else None, cache_budget(dc), log)
     workers = worker_count(dc)
     if workers:
         cache.budget = cache.budget // (workers + 1)  # each worker process keeps its own share
