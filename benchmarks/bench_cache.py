@@ -51,6 +51,7 @@ def single(args: dict) -> dict:
                 "mask_threshold": 128,
                 "size": (args["size"], args["size"]),
                 "cache_memory": args["cache_memory"],
+                "split": (1.0, 0.0, 0.0),  # the listed val pairs validate; no test split is cut from train
             },
             "model": {"widths": tuple(args["widths"])},
             "batch_size": args["batch"],
@@ -61,6 +62,7 @@ def single(args: dict) -> dict:
     )
     out = Path(args["out"])
     result = fit(config, out=out)
+    n_train = len(json.loads((out / "splits.json").read_text())["train"])
     spilled = sum(f.stat().st_size for f in (out / "cache").glob("*.pt")) / 2**20
     first, second = result.history[0], result.history[-1]
     return {

@@ -171,6 +171,23 @@ def fmt(v, pct=False):
     return f"{100 * v:.1f}" if pct else f"{v:.3f}"
 
 
+def early_checkpoint_notes(rows: list[dict]) -> list[str]:
+    """A longer run that scores exactly what a shorter run of the same recipe and seed scored kept a
+    best-validation checkpoint from within the shorter run's epochs: say so, not "N epochs of training"."""
+    notes = []
+    for long in rows:
+        for short in rows:
+            same = all(long[k] == short[k] for k in ("dataset", "recipe", "seed", "mean_iou", "pixel_accuracy"))
+            if same and short["budget_s"] < long["budget_s"] and short["epochs"] < long["epochs"]:
+                notes.append(
+                    f"- {long['dataset']} {long['recipe']} {long['budget_s'] / 60:.0f} min (seed {long['seed']}): test "
+                    f"scores identical to its {short['budget_s'] / 60:.0f}-minute run's ({short['epochs']} epochs), so "
+                    f"its best-validation checkpoint is from one of the first {short['epochs']} of its "
+                    f"{long['epochs']} epochs; later epochs never improved validation."
+                )
+    return ["", "Early best checkpoints (from the records):", "", *notes] if notes else []
+
+
 def table(results_path: Path = RESULTS_JSONL, title: str = "CPU") -> str:
     from common import header
 
@@ -221,6 +238,7 @@ def table(results_path: Path = RESULTS_JSONL, title: str = "CPU") -> str:
         fill = ", fill" if r0.get("fill_time_limit") else ""
         epochs = f"{'/'.join(str(r['epochs']) for r in rs)} ({seconds} s{fill})"
         lines.append(f"| {ds} | {recipe} | {budget / 60:.0f} min | {len(rs)} | {net} | {epochs} | {head} | {other} |")
+    lines += early_checkpoint_notes(rows)
     cam = [r for r in rows if r["dataset"] == "camvid"]
     if cam:
         best = max(cam, key=lambda r: r["mean_iou"])

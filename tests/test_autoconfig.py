@@ -67,7 +67,7 @@ def test_plan_measures_for_real(demo_dir, tmp_path):
 
 
 def test_cli_time_budget(demo_dir, tmp_path, fast_steps):
-    assert main(["train", "--data", str(demo_dir), "--out", str(tmp_path / "r"), "--time-budget", "3s"]) == 0
+    assert main(["train", "--data", str(demo_dir), "--out", str(tmp_path / "r"), "--time-budget", "2s"]) == 0
     assert (tmp_path / "r" / "autoconfig.json").is_file() and (tmp_path / "r" / "checkpoints" / "best.pt").is_file()
     saved = json.loads((tmp_path / "r" / "config.json").read_text())
-    assert saved["time_limit"] == "3s" and saved["fill_time_limit"] is True
+    assert saved["time_limit"] == "2s" and saved["fill_time_limit"] is True

@@ -107,12 +107,21 @@ class DataConfig:
 
 
 NORMS = ("auto", "batch", "group", "instance", "none")
+UPSAMPLING = ("transpose", "bilinear")
+
+
+def check_net(widths: tuple[int, ...], upsampling: str, norm: str, dropout: float, norms: tuple[str, ...] = NORMS):
+    """The network-shape rules, shared by NetConfig (what a user sets) and model.ModelConfig (what a
+    checkpoint stores, where norm is resolved: no "auto")."""
+    _check(len(widths) >= 1 and all(w >= 1 for w in widths), "widths", f"need positive ints, got {widths}")
+    _check(upsampling in UPSAMPLING, "upsampling", "use " + "|".join(UPSAMPLING))
+    _check(norm in norms, "norm", "use " + "|".join(norms))
+    _check(0 <= dropout < 1, "dropout", "must be in [0, 1)")
 
 
 @dataclass(frozen=True)
 class NetConfig:
-    """Network shape; in_channels and num_classes come from the data. The model itself validates
-    the same fields again (model.ModelConfig) only for what a user cannot reach from here."""
+    """Network shape; in_channels and num_classes come from the data."""
 
     widths: tuple[int, ...] = opt((32, 64, 128, 256), "channels per level, comma-separated (seed: 64,128,256,512)")
     upsampling: str = opt("transpose", "transpose (2x2 stride-2 conv, the seed's) | bilinear")
@@ -120,10 +129,7 @@ class NetConfig:
     dropout: float = opt(0.0, "Dropout2d probability after each block")
 
     def __post_init__(self) -> None:
-        _check(len(self.widths) >= 1 and all(w >= 1 for w in self.widths), "widths", "need positive ints")
-        _check(self.upsampling in ("transpose", "bilinear"), "upsampling", "use transpose|bilinear")
-        _check(self.norm in NORMS, "norm", "use " + "|".join(NORMS))
-        _check(0 <= self.dropout < 1, "dropout", "must be in [0, 1)")
+        check_net(self.widths, self.upsampling, self.norm, self.dropout)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from unetkit import checkpoint, distributed
 from unetkit.checkpoint import ModelMeta
 from unetkit.config import TrainConfig, parse_duration
 from unetkit.configio import build, merge, to_dict
-from unetkit.data import SplitRecord
+from unetkit.data import SplitRecord, read_splits
 from unetkit.datasets import BatchLoader, RandomCropDataset
 from unetkit.errors import DataError, TrainingError
 from unetkit.evaluation import evaluate
@@ -139,8 +139,7 @@ def _context(config, rt, run: RunFolder, saved, batch_fn, budget: TimeBudget) ->
     if config.data.root is None and config.data.csv is None:
         distributed.main_first(rt, lambda: demo_config(config, run.path))
         config = demo_config(config, run.path)
-    record = SplitRecord.from_dict(saved["split"]) if saved and saved.get("split") else None
-    prep = prepare_data(config, run.path, run.log, record)
+    prep = prepare_data(config, run.path, run.log, _saved_split(saved, run.path))
     config = prep.config
     run.write_splits(prep.record)
     run.write_config(config, rt)
@@ -159,6 +158,15 @@ def _context(config, rt, run: RunFolder, saved, batch_fn, budget: TimeBudget) ->
     )  # fmt: skip
     _describe(ctx)
     return ctx
+
+
+def _saved_split(saved: dict | None, run_dir: Path) -> SplitRecord | None:
+    """A resumed run keeps its split: from last.pt, or (runs of older versions) RUN/splits.json."""
+    if saved is None:
+        return None
+    if saved.get("split"):
+        return SplitRecord.from_dict(saved["split"])
+    return read_splits(run_dir / "splits.json") if (run_dir / "splits.json").is_file() else None
 
 
 def make_meta(prep: Prepared, config: TrainConfig, model) -> ModelMeta:

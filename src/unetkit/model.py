@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-UPSAMPLING = ("transpose", "bilinear")
+from unetkit.config import check_net
+
 NORMS = ("batch", "group", "instance", "none")
 
 
@@ -34,14 +35,7 @@ class ModelConfig:
             raise ValueError(f"in_channels must be >= 1, got {self.in_channels}")
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be >= 1 (1 = binary with one logit), got {self.num_classes}")
-        if not self.widths or any(w < 1 for w in self.widths):
-            raise ValueError(f"widths must be a non-empty list of positive ints, got {self.widths}")
-        if self.upsampling not in UPSAMPLING:
-            raise ValueError(f"upsampling must be one of {UPSAMPLING}, got {self.upsampling!r}")
-        if self.norm not in NORMS:
-            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        check_net(self.widths, self.upsampling, self.norm, self.dropout, NORMS)
 
     def to_dict(self) -> dict:
         d = asdict(self)
