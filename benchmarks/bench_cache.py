@@ -63,7 +63,7 @@ def single(args: dict) -> dict:
     out = Path(args["out"])
     result = fit(config, out=out)
     n_train = len(json.loads((out / "splits.json").read_text())["train"])
-    spilled = sum(f.stat().st_size for f in (out / "cache").glob("*.pt")) / 2**20
+    spilled = sum(f.stat().st_size for f in (out / "cache").glob("*.sample")) / 2**20
     first, second = result.history[0], result.history[-1]
     return {
         "train_pairs": n_train,

@@ -155,7 +155,7 @@ def test_disk_cache_is_invalidated_when_a_file_changes(tmp_path):
     spec = MaskSpec("binary", 2)
     ds = SegmentationDataset(pairs, spec, cache=SampleCache("disk", tmp_path / "cache"))
     first = ds[0][1].clone()
-    assert len(list((tmp_path / "cache").glob("*.pt"))) == 1
+    assert len(list((tmp_path / "cache").glob("*.sample"))) == 1
     Image.fromarray(np.full((8, 8), 255, np.uint8)).save(pairs[0].mask)
     ds2 = SegmentationDataset(pairs, spec, cache=SampleCache("disk", tmp_path / "cache"))
     assert ds2[0][1].min() == 1 and not torch.equal(first, ds2[0][1])

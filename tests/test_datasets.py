@@ -1,6 +1,7 @@
 """Decoded samples: a memory cache bounded by a budget, and batches from worker processes equal to
 batches decoded on the training thread."""
 
+import pytest
 import torch
 
 from unetkit.config import DataConfig
@@ -12,7 +13,9 @@ from unetkit.datasets import (
     SampleCache,
     SegmentationDataset,
     cache_budget,
+    read_sample,
     worker_count,
+    write_sample,
 )
 
 
@@ -50,7 +53,7 @@ def test_past_its_budget_the_memory_cache_spills_to_disk(tmp_path):
     for i in (0, 1, 2, 3, 0, 1):
         assert cache.get(pairs[i], (), lambda i=i: loads.append(i) or sample(i))[0][0, 0, 0] == i
     assert loads == [0, 1, 2, 3]  # 0 and 1 came back from the disk cache, not decoded again
-    assert cache.used <= 2 * per_sample and len(list((tmp_path / "spill").glob("*.pt"))) >= 2
+    assert cache.used <= 2 * per_sample and len(list((tmp_path / "spill").glob("*.sample"))) >= 2
 
 
 def test_budget_and_workers_auto():
@@ -74,3 +77,14 @@ def test_worker_batches_equal_batches_decoded_here(demo_dir):
     for (a_img, a_mask), (b_img, b_mask) in zip(serial, parallel, strict=True):
         assert torch.equal(a_img, b_img) and torch.equal(a_mask, b_mask)
     assert not torch.equal(serial[0][0], serial[2][0])  # epochs crop differently
+
+
+def test_disk_sample_round_trip_and_a_torn_file_is_refused(tmp_path):
+    image, mask = torch.rand(3, 5, 7).half(), torch.randint(0, 255, (5, 7), dtype=torch.uint8)
+    for img in (image, image.float()):
+        write_sample(tmp_path / "s", (img, mask))
+        back = read_sample(tmp_path / "s")
+        assert torch.equal(back[0], img) and back[0].dtype == img.dtype and torch.equal(back[1], mask)
+    (tmp_path / "s").write_bytes((tmp_path / "s").read_bytes()[:-3])
+    with pytest.raises(ValueError, match="not a cached sample"):
+        read_sample(tmp_path / "s")

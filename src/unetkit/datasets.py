@@ -10,6 +10,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from unetkit.config import DataConfig, parse_bytes
@@ -72,7 +73,7 @@ class SampleCache:
     def _disk_path(self, pair: Pair, extra: tuple) -> Path:
         stats = tuple((p.stat().st_size, p.stat().st_mtime_ns) for p in (pair.image, pair.mask))
         key = (str(pair.image), str(pair.mask), stats, extra)
-        return self.folder / (hashlib.sha1(repr(key).encode()).hexdigest() + ".pt")
+        return self.folder / (hashlib.sha1(repr(key).encode()).hexdigest() + ".sample")
 
     def get(self, pair: Pair, extra: tuple, load: Callable[[], Sample]) -> Sample:
         if self.kind == "none":
@@ -114,9 +115,8 @@ class SampleCache:
     def _disk_get(self, path: Path, load: Callable[[], Sample], write: bool = True) -> Sample:
         if path.is_file():
             try:
-                d = torch.load(path, weights_only=True)
-                return d["image"], d["mask"]
-            except Exception:
+                return read_sample(path)
+            except (OSError, ValueError):
                 path.unlink(missing_ok=True)  # a stale or torn entry: decode again below
         sample = load()
         if write:
@@ -126,8 +126,32 @@ class SampleCache:
     @staticmethod
     def _write(path: Path, sample: Sample) -> None:
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        torch.save({"image": sample[0], "mask": sample[1]}, tmp)
+        write_sample(tmp, sample)
         tmp.replace(path)
+
+
+# A decoded sample on disk: a 16-byte header (image dtype code, C, H, W as int32), the image's raw
+# bytes, then the uint8 mask's. Reading it back is a plain copy (~10x faster than torch.load's
+# unpickler, which dominated the time of a spilled cache) and runs no code from the file.
+_DTYPES = {0: (torch.float16, np.float16), 1: (torch.float32, np.float32)}
+
+
+def write_sample(path: Path, sample: Sample) -> None:
+    image, mask = sample
+    code = next(k for k, (t, _) in _DTYPES.items() if t == image.dtype)
+    header = np.array([code, *image.shape], dtype=np.int32)
+    with open(path, "wb") as f:
+        f.write(header.tobytes() + image.contiguous().numpy().tobytes() + mask.contiguous().numpy().tobytes())
+
+
+def read_sample(path: Path) -> Sample:
+    raw = np.fromfile(path, dtype=np.uint8)
+    code, c, h, w = np.frombuffer(raw[:16], dtype=np.int32).tolist()
+    if code not in _DTYPES or raw.size != 16 + c * h * w * np.dtype(_DTYPES[code][1]).itemsize + h * w:
+        raise ValueError(f"{path}: not a cached sample")
+    split = 16 + c * h * w * np.dtype(_DTYPES[code][1]).itemsize
+    image = torch.from_numpy(raw[16:split].view(_DTYPES[code][1]).reshape(c, h, w).copy())
+    return image, torch.from_numpy(raw[split:].reshape(h, w).copy())
 
 
 class SegmentationDataset(torch.utils.data.Dataset):
@@ -252,6 +276,14 @@ class BatchLoader:
             return (self.source[(epoch, b)] for b in batches)
         self.keys.keys = [(epoch, b) for b in batches]
         return iter(self.loader)
+
+    def close(self) -> None:
+        """Stop the worker processes now (left to garbage collection, their shutdown can wait out a 5 s
+        timeout at some later, unrelated moment)."""
+        iterator = getattr(self.loader, "_iterator", None)
+        if iterator is not None:
+            iterator._shutdown_workers()
+            self.loader._iterator = None
 
 
 def channel_stats(dataset: SegmentationDataset, max_items: int = 256) -> tuple[list[float], list[float]]:

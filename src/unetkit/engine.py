@@ -404,6 +404,7 @@ def _finish(ctx: Context, state: LoopState) -> FitResult:
     result = FitResult(run.path, run.best, run.last, state.best, state.epoch, state.step, stopped, state.history)
     result.model = distributed.unwrap(ctx.training.model)
     run.record(state.history, final=True)
+    ctx.loader.close()
     ctx.train_model = None  # free the DDP wrapper before the final barrier (see distributed.finish)
     distributed.finish(ctx.rt)
     if stopped == "interrupted":
