@@ -200,3 +200,10 @@ def test_data_check_clean_dataset_summary(demo_dir, capsys):
 def test_missing_data_folder_message(tmp_path, capsys):
     assert main(["data", "check", str(tmp_path / "nope")]) == 2
     assert "data folder not found" in capsys.readouterr().err
+
+
+def test_older_splits_json_with_relative_paths_is_read_from_the_current_folder(tmp_path, monkeypatch):
+    (tmp_path / "splits.json").write_text(json.dumps({"test": [{"image": "d/images/a.png", "mask": "d/masks/a.png"}]}))
+    monkeypatch.chdir(tmp_path)
+    record = read_splits(tmp_path / "splits.json")
+    assert record.source == "/" and record.pairs("test")[0].image == tmp_path.resolve() / "d" / "images" / "a.png"

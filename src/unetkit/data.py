@@ -223,8 +223,12 @@ def read_splits(path: Path) -> SplitRecord:
     d = json.loads(Path(path).read_text())
     if "source" in d:
         return SplitRecord.from_dict(d)
-    # Older runs saved absolute paths only: keep them absolute under an empty source.
-    return SplitRecord("/", {s: tuple((e["image"], e["mask"]) for e in d.get(s, [])) for s in SPLITS})
+    # Older runs saved the paths as given (relative ones to the folder training ran in, taken here
+    # as the current one): made absolute, under the source "/".
+    def absolute(e: dict) -> tuple[str, str]:
+        return str(Path(e["image"]).resolve()), str(Path(e["mask"]).resolve())
+
+    return SplitRecord("/", {s: tuple(absolute(e) for e in d.get(s, [])) for s in SPLITS})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -246,11 +250,13 @@ def _same_data(record: SplitRecord, cfg: DataConfig, found: list[Pair]) -> tuple
     source = data_source(cfg).resolve()
     if str(source) == record.source:
         return True, record.base, []
-    base = source.parent if cfg.csv else source
+    base = Path("/") if record.source == "/" else (source.parent if cfg.csv else source)
     recorded = [i for s in SPLITS for i, _ in record.splits.get(s, ())]
     current = {p.image.resolve() for p in found}
     present = sum((base / i).resolve() in current for i in recorded)
     if recorded and present * 2 >= len(recorded):
+        if record.source == "/":  # an older run's absolute paths: nothing moved
+            return True, base, []
         note = (
             f"{source} holds {present} of the {len(recorded)} files the run was trained and tested on: "
             f"treated as a moved copy of {record.source}"
