@@ -266,7 +266,7 @@ class EvaluateConfig:
     checkpoint: str = opt("", "checkpoint file (.pt) written by unetkit train")
     data: str = opt("", "dataset folder or CSV file")
     split: str = opt("auto", "auto (the run's own test split on its data, else all) | train | val | test | all")
-    out: str | None = opt(None, "report folder (default: RUN/eval-SPLIT beside the checkpoint's run)")
+    out: str | None = opt(None, "report folder; none = RUN/eval-SPLIT beside the checkpoint's run")
     tta: bool = opt(False, "average predictions over the flips used in training")
     largest_component: bool = opt(False, "score after keeping each class's largest region")
     fill_holes: bool = opt(False, "score after filling holes in each class's regions")

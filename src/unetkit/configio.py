@@ -202,7 +202,7 @@ def add_flags(
             *opts,
             dest=FLAG_PREFIX + name,
             default=None,
-            metavar="" if is_bool else "V",
+            metavar="BOOL" if is_bool else "V",
             nargs="?" if is_bool else None,
             const="true" if is_bool else None,
             help=f"{f.metadata.get('help', name)} (default: {_show(_default(f))})".replace("%", "%%"),
