@@ -223,6 +223,7 @@ def read_splits(path: Path) -> SplitRecord:
     d = json.loads(Path(path).read_text())
     if "source" in d:
         return SplitRecord.from_dict(d)
+
     # Older runs saved the paths as given (relative ones to the folder training ran in, taken here
     # as the current one): made absolute, under the source "/".
     def absolute(e: dict) -> tuple[str, str]:
