@@ -176,7 +176,11 @@ def build_model(meta: ModelMeta, state_dict: dict, path: str | Path = "checkpoin
 
 
 def load_model(path: str | Path) -> tuple[UNet, ModelMeta]:
-    """(model on the CPU in eval mode, its metadata) from a checkpoint file."""
+    """(model on the CPU in eval mode, its metadata) from a checkpoint, or a .safetensors export."""
+    if Path(path).suffix == ".safetensors":
+        from unetkit.export import load_safetensors
+
+        return load_safetensors(path)
     payload = load(path)
     meta = ModelMeta.from_payload(payload, path)
     if "state_dict" not in payload:

@@ -133,6 +133,10 @@ class UNet(nn.Module):
         pad_h, pad_w = (-h) % m, (-w) % m
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))  # (N, C, H', W'), H' and W' multiples of m
+        return self.forward_padded(x)[..., :h, :w]
+
+    def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) with H and W multiples of 2**depth -> (N, num_classes, H, W) logits."""
         skips = []
         for block in self.down:
             x = block(x)
@@ -141,8 +145,7 @@ class UNet(nn.Module):
         x = self.bottleneck(x)
         for up, skip in zip(self.up, reversed(skips), strict=True):
             x = up(x, skip)
-        logits = self.head(x)  # (N, num_classes, H', W')
-        return logits[..., :h, :w]
+        return self.head(x)  # (N, num_classes, H, W)
 
 
 def count_parameters(model: nn.Module) -> int:
