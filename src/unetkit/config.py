@@ -257,6 +257,7 @@ class TrainConfig:
 
 
 EVAL_SPLITS = ("auto", "train", "val", "test", "all")
+ENGINES = ("torch", "onnxruntime", "openvino", "auto")
 
 
 @dataclass(frozen=True)
@@ -276,8 +277,10 @@ class EvaluateConfig:
     skip_bad: bool = opt(False, "skip pairs that fail the data check")
     device: str = opt("auto", "auto | cpu | cuda | cuda:N")
     precision: str = opt("auto", "auto | fp32 | bf16 | fp16")
+    engine: str = opt("torch", "torch | onnxruntime | openvino | auto (the fastest installed, measured once)")
 
     def __post_init__(self) -> None:
+        _check(self.engine in ENGINES, "engine", "use " + "|".join(ENGINES))
         _check(self.split in EVAL_SPLITS, "split", "use " + "|".join(EVAL_SPLITS))
         _check(self.batch_size >= 1, "batch_size", "must be >= 1")
         _check(self.worst >= 0, "worst", "must be >= 0")
@@ -299,6 +302,8 @@ class PredictConfig:
     fill_holes: bool = opt(False, "fill holes inside each class's regions")
     device: str = opt("auto", "auto | cpu | cuda | cuda:N")
     precision: str = opt("auto", "auto | fp32 | bf16 | fp16")
+    engine: str = opt("torch", "torch | onnxruntime | openvino | auto (the fastest installed, measured once)")
 
     def __post_init__(self) -> None:
+        _check(self.engine in ENGINES, "engine", "use " + "|".join(ENGINES))
         check_runtime(self.device, self.precision)

@@ -151,7 +151,7 @@ def default_out(config: EvaluateConfig, split: str) -> Path:
 def evaluate_checkpoint(config: EvaluateConfig, progress: bool = True) -> dict:
     """Metrics over the chosen pairs, plus per_image.csv, summary.json, confusion.png, worst.png."""
     checkpoint_path = Path(config.checkpoint)
-    seg = Segmenter.load(checkpoint_path, config.device, config.precision)
+    seg = Segmenter.load(checkpoint_path, config.device, config.precision, config.engine)
     dataset, choice = eval_dataset(seg, config, checkpoint_path)
     bar = tqdm(total=len(dataset), desc=f"evaluate {choice.split}", disable=not progress, unit="img")
     post = {"largest_component": config.largest_component, "fill_holes": config.fill_holes}
@@ -170,7 +170,8 @@ def evaluate_checkpoint(config: EvaluateConfig, progress: bool = True) -> dict:
         "num_images": len(dataset),
         "tta": config.tta,
         **post,
-        "precision": seg.rt.precision,
+        "precision": getattr(seg.model, "precision", seg.rt.precision),
+        "engine": seg.engine,
         **{k: _clean(v) for k, v in s.items() if k != "classes"},
         "classes": [{k: _clean(v) for k, v in c.items()} for c in s["classes"]],
         "confusion_matrix": result.cm.tolist(),

@@ -5,7 +5,9 @@ grid and training's sample grids all call it, so a mask is always made the same 
 
 from __future__ import annotations
 
+import dataclasses
 import glob
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,19 +33,35 @@ class Prediction:
 class Segmenter:
     """A trained model ready for inference; what `unetkit.load(path)` returns."""
 
-    def __init__(self, model: torch.nn.Module, meta: ModelMeta, rt: Runtime) -> None:
-        self.model = model
+    def __init__(self, model, meta: ModelMeta, rt: Runtime, engine: str = "torch") -> None:
+        self.model = model  # a torch module, or an engines.py runtime with the same call
         self.meta = meta
         self.rt = rt
+        self.engine = engine
         self.spec = meta.inference_spec()
         self.classes: list[str] = list(meta.classes)
         self.in_channels: int = meta.in_channels
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "auto", precision: str = "auto") -> Segmenter:
+    def load(
+        cls, path: str | Path, device: str = "auto", precision: str = "auto", engine: str = "torch", log=None
+    ) -> Segmenter:
+        """`engine`: torch, onnxruntime, openvino, or auto (the fastest installed, measured once)."""
+        from unetkit import engines
+
         rt = setup(device, precision, channels_last=True)
         model, meta = load_model(path)
-        return cls(model.to(rt.device).to(memory_format=torch.channels_last), meta, rt)
+        model = model.to(rt.device).to(memory_format=torch.channels_last)
+        log = log or (lambda msg: print(msg, file=sys.stderr))
+        if engine == "auto":
+            runner, engine = engines.choose(Path(path), model, meta, rt, log)
+        else:
+            runner = engines.make_engine(engine, Path(path), model, meta, rt.device, log)
+        if engine != "torch":  # the ONNX runtimes compute in their own precision, not torch autocast's
+            precision = getattr(runner, "precision", "fp32")
+            rt = dataclasses.replace(rt, precision="fp32", channels_last=False)
+            runner.precision = precision
+        return cls(runner, meta, rt, engine)
 
     @property
     def binary(self) -> bool:
@@ -93,9 +111,9 @@ class Segmenter:
         return self.predict_batch(x, tta, largest_component, fill_holes).pred[0].numpy()
 
 
-def load(path: str | Path, device: str = "auto", precision: str = "auto") -> Segmenter:
+def load(path: str | Path, device: str = "auto", precision: str = "auto", engine: str = "torch") -> Segmenter:
     """Load a checkpoint for inference (weights-only; no code in the file runs)."""
-    return Segmenter.load(path, device, precision)
+    return Segmenter.load(path, device, precision, engine)
 
 
 def expand_inputs(inputs: list[str] | tuple[str, ...]) -> list[Path]:

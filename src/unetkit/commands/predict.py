@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     values = {**flag_values(args), "checkpoint": args.checkpoint, "inputs": list(args.inputs), "out": args.out}
     config = build(PredictConfig, values)
-    seg = load(config.checkpoint, config.device, config.precision)
+    seg = load(config.checkpoint, config.device, config.precision, config.engine)
     written = predict_files(seg, config, progress=sys.stderr.isatty())
     print(f"wrote {len(written)} mask(s) to {config.out}")
     return 0
