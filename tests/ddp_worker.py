@@ -9,6 +9,7 @@ import torch.distributed as dist
 
 from unetkit.config import EvaluateConfig
 from unetkit.configio import resolve
+from unetkit.distributed import exit_if_distributed
 from unetkit.engine import fit
 from unetkit.evaluation import eval_dataset, evaluate
 from unetkit.predict import Segmenter
@@ -30,4 +31,4 @@ seg = Segmenter.load(result.last_checkpoint, device="cpu", precision="fp32")
 config = EvaluateConfig(checkpoint=str(result.last_checkpoint), data=data, split="val")
 ev = evaluate(seg, eval_dataset(seg, config, result.last_checkpoint)[0])
 (out / f"rank{rank}.json").write_text(json.dumps({"cm": ev.cm.tolist(), "world": dist.get_world_size()}))
-dist.destroy_process_group()
+exit_if_distributed(0)

@@ -8,6 +8,7 @@ The Python API mirrors the CLI, and is the declared public surface (benchmarks u
     mask = model.predict("image.png")
 """
 
+from unetkit.checkpoint import ModelMeta
 from unetkit.config import DataConfig, EvaluateConfig, PredictConfig, TrainConfig
 from unetkit.errors import CheckpointError, ConfigError, DataError, TrainingError, UnetkitError
 from unetkit.model import ModelConfig, UNet
@@ -44,6 +45,7 @@ __all__ = [
     "DataError",
     "EvaluateConfig",
     "ModelConfig",
+    "ModelMeta",
     "PredictConfig",
     "TrainConfig",
     "TrainingError",

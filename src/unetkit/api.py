@@ -8,8 +8,12 @@ from unetkit.configio import merge, resolve, to_dict
 from unetkit.data import load_split, split_pairs
 from unetkit.datacheck import check_dataset
 from unetkit.engine import FitResult, fit
+from unetkit.engines import OnnxRuntimeEngine, OpenVinoEngine
+from unetkit.engines import installed as installed_engines
 from unetkit.evaluation import evaluate_checkpoint
-from unetkit.inference import InferenceSpec, predict_logits
+from unetkit.export import export_onnx
+from unetkit.imageio import MaskSpec
+from unetkit.inference import InferenceSpec, predict_logits, run_model
 from unetkit.predict import Segmenter
 from unetkit.runtime import Runtime, cpu_has_fast_bf16, setup
 from unetkit.steps import build_training, load_batch, resolve_norm, standard_batch_fn, train_step
@@ -17,6 +21,9 @@ from unetkit.steps import build_training, load_batch, resolve_norm, standard_bat
 __all__ = [
     "FitResult",
     "InferenceSpec",
+    "MaskSpec",
+    "OnnxRuntimeEngine",
+    "OpenVinoEngine",
     "ModelMeta",
     "Runtime",
     "Segmenter",
@@ -25,8 +32,10 @@ __all__ = [
     "cpu_has_fast_bf16",
     "epochs_for_budget",
     "evaluate_checkpoint",
+    "export_onnx",
     "fingerprint",
     "fit",
+    "installed_engines",
     "load_batch",
     "load_model",
     "load_split",
@@ -36,6 +45,7 @@ __all__ = [
     "predict_logits",
     "resolve",
     "resolve_norm",
+    "run_model",
     "setup",
     "split_pairs",
     "standard_batch_fn",

@@ -32,23 +32,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    code = 1
     try:
-        return COMMANDS[args.command].run(args)
+        code = COMMANDS[args.command].run(args)
+        return code
     except UnetkitError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        code = 2
+        return code
     except OSError as e:
         where = e.filename or "a file"
         print(f"error: cannot write or read {where}: {e.strerror}; check the path and its permissions", file=sys.stderr)
-        return 2
+        code = 2
+        return code
     except KeyboardInterrupt:
         print("aborted", file=sys.stderr)
-        return 130
+        code = 130
+        return code
     finally:
-        if "torch" in sys.modules:
-            from unetkit.distributed import leave_process_group
+        if "torch.distributed" in sys.modules:
+            from unetkit.distributed import exit_if_distributed
 
-            leave_process_group()
+            exit_if_distributed(code)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ statistics; and wrapping the model for DDP. Every function is a no-op in a singl
 from __future__ import annotations
 
 import gc
+import os
+import sys
 from collections.abc import Callable
 
 import torch
@@ -99,9 +101,17 @@ def finish(rt: Runtime) -> None:
         _dist().barrier()
 
 
-def leave_process_group() -> None:
-    """Under torchrun: leave the process group before the interpreter exits, as PyTorch asks."""
+def exit_if_distributed(code: int) -> None:
+    """Under torchrun, end this rank now: wait for the others, flush, and leave with `code` without
+    interpreter teardown. Tearing down gloo's process group (destroy_process_group, or the
+    interpreter's own shutdown) aborted a rank here now and then with "terminate called without an
+    active exception" after all its work was done and saved, failing a finished run; every file is
+    written (checkpoints are fsynced) before this point. A single process returns normally."""
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    dist.barrier()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -124,7 +124,7 @@ def choose(checkpoint: Path, model, meta: ModelMeta, rt, log=print):
     and keep the fastest; the choice is remembered per checkpoint and machine in the cache."""
     if rt.device.type != "cpu":
         return model, "torch"
-    from unetkit.inference import _forward
+    from unetkit.inference import run_model
 
     digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()[:20]
     key = f"{digest}-{os.uname().machine}-{torch.get_num_threads()}t-{rt.precision}"
@@ -139,9 +139,9 @@ def choose(checkpoint: Path, model, meta: ModelMeta, rt, log=print):
     for name in installed():
         engine = make_engine(name, checkpoint, model, meta, rt.device, log)
         with torch.no_grad():
-            _forward(engine, x, rt)  # warm-up
+            run_model(engine, x, rt)  # warm-up
             t = time.perf_counter()
-            _forward(engine, x, rt)
+            run_model(engine, x, rt)
         timings[name], engines[name] = time.perf_counter() - t, engine
     name = min(timings, key=timings.get)
     log("engine auto: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in timings.items()) + f" per image; using {name}")

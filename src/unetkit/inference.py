@@ -46,7 +46,7 @@ def tta_flips_for(hflip: float, vflip: float, rot90: float) -> tuple[int, ...]:
     return tuple(sorted(flips, reverse=True))
 
 
-def _forward(model, x: torch.Tensor, rt: Runtime, flips: tuple[int, ...] = ()) -> torch.Tensor:
+def run_model(model, x: torch.Tensor, rt: Runtime, flips: tuple[int, ...] = ()) -> torch.Tensor:
     """x: (N, C, H, W) normalised -> (N, K, H, W) float32 logits, averaged over the given flips."""
     if rt.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -85,7 +85,7 @@ def sliding_window(
     out = acc = None
     for y in _starts(h, th, stride_h):
         for x0 in _starts(w, tw, stride_w):
-            logits = _forward(model, x[:, :, y : y + th, x0 : x0 + tw], rt, flips)
+            logits = run_model(model, x[:, :, y : y + th, x0 : x0 + tw], rt, flips)
             if out is None:
                 out = torch.zeros(1, logits.shape[1], h, w, device=x.device)
                 acc = torch.zeros(h, w, device=x.device)
@@ -106,7 +106,7 @@ def predict_logits(model, images: torch.Tensor, spec: InferenceSpec, rt: Runtime
     if spec.resize == "crop" and h * w > spec.tile * spec.tile:
         logits = torch.cat([sliding_window(model, x[i : i + 1], rt, spec.tile, spec.overlap, flips) for i in range(n)])
     else:
-        logits = _forward(model, x, rt, flips)
+        logits = run_model(model, x, rt, flips)
     if logits.shape[-2:] != (h, w):
         logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
     return logits
