@@ -11,10 +11,10 @@ import argparse
 import sys
 
 from unetkit import __version__
-from unetkit.commands import data, evaluate, export, predict, train
+from unetkit.commands import data, evaluate, export, predict, serve, train
 from unetkit.errors import UnetkitError
 
-COMMANDS = {"train": train, "evaluate": evaluate, "predict": predict, "export": export, "data": data}
+COMMANDS = {"train": train, "evaluate": evaluate, "predict": predict, "export": export, "serve": serve, "data": data}
 
 
 def build_parser() -> argparse.ArgumentParser:

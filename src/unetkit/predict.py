@@ -139,11 +139,11 @@ def expand_inputs(inputs: list[str] | tuple[str, ...]) -> list[Path]:
 def save_mask(pred: np.ndarray, path: Path, num_classes: int) -> None:
     """Binary: 0/255 PNG; multi-class: class-index PNG with a palette."""
     if num_classes == 2:
-        Image.fromarray((pred > 0).astype(np.uint8) * 255).save(path)
+        Image.fromarray((pred > 0).astype(np.uint8) * 255).save(path, format="PNG")
     else:
         img = Image.fromarray(pred.astype(np.uint8), mode="P")
         img.putpalette(plots.palette(num_classes).flatten().tolist())
-        img.save(path)
+        img.save(path, format="PNG")
 
 
 def save_probs(logits: torch.Tensor, binary: bool, out: Path, stem: str) -> None:
