@@ -261,43 +261,11 @@ ENGINES = ("torch", "onnxruntime", "openvino", "auto")
 
 
 @dataclass(frozen=True)
-class EvaluateConfig:
-    """`unetkit evaluate`: a checkpoint scored on a dataset at the masks' own resolution."""
+class InferenceOptions:
+    """How a checkpoint runs, shared by evaluate and predict (and serve)."""
 
-    checkpoint: str = opt("", "checkpoint file (.pt) written by unetkit train")
-    data: str = opt("", "dataset folder or CSV file")
-    split: str = opt("auto", "auto (the run's own test split on its data, else all) | train | val | test | all")
-    out: str | None = opt(None, "report folder; none = RUN/eval-SPLIT beside the checkpoint's run")
+    checkpoint: str = opt("", "checkpoint file (.pt) written by unetkit train, or a .safetensors export")
     tta: bool = opt(False, "average predictions over the flips used in training")
-    largest_component: bool = opt(False, "score after keeping each class's largest region")
-    fill_holes: bool = opt(False, "score after filling holes in each class's regions")
-    mask_threshold: int = opt(0, "binary soft-edged masks: values >= T are foreground; 0 = the model's own")
-    batch_size: int = opt(4, "images per forward pass")
-    worst: int = opt(6, "images in worst.png")
-    skip_bad: bool = opt(False, "skip pairs that fail the data check")
-    device: str = opt("auto", "auto | cpu | cuda | cuda:N")
-    precision: str = opt("auto", "auto | fp32 | bf16 | fp16")
-    engine: str = opt("torch", "torch | onnxruntime | openvino | auto (the fastest installed, measured once)")
-
-    def __post_init__(self) -> None:
-        _check(self.engine in ENGINES, "engine", "use " + "|".join(ENGINES))
-        _check(self.split in EVAL_SPLITS, "split", "use " + "|".join(EVAL_SPLITS))
-        _check(self.batch_size >= 1, "batch_size", "must be >= 1")
-        _check(self.worst >= 0, "worst", "must be >= 0")
-        _check(0 <= self.mask_threshold <= 65535, "mask_threshold", "must be 0..65535")
-        check_runtime(self.device, self.precision)
-
-
-@dataclass(frozen=True)
-class PredictConfig:
-    """`unetkit predict`: images in, mask files out."""
-
-    checkpoint: str = opt("", "checkpoint file (.pt) written by unetkit train")
-    inputs: tuple[str, ...] = opt((), "image files, folders or globs")
-    out: str = opt("", "output folder")
-    tta: bool = opt(False, "average predictions over the flips used in training")
-    overlay: bool = opt(True, "also write <name>_overlay.png")
-    probs: bool = opt(False, "also write probability maps")
     largest_component: bool = opt(False, "keep each class's largest region")
     fill_holes: bool = opt(False, "fill holes inside each class's regions")
     device: str = opt("auto", "auto | cpu | cuda | cuda:N")
@@ -307,3 +275,34 @@ class PredictConfig:
     def __post_init__(self) -> None:
         _check(self.engine in ENGINES, "engine", "use " + "|".join(ENGINES))
         check_runtime(self.device, self.precision)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig(InferenceOptions):
+    """`unetkit evaluate`: a checkpoint scored on a dataset at the masks' own resolution (of the masks
+    predict would write: the same post-processing)."""
+
+    data: str = opt("", "dataset folder or CSV file")
+    split: str = opt("auto", "auto (the run's own test split on its data, else all) | train | val | test | all")
+    out: str | None = opt(None, "report folder; none = RUN/eval-SPLIT beside the checkpoint's run")
+    mask_threshold: int = opt(0, "binary soft-edged masks: values >= T are foreground; 0 = the model's own")
+    batch_size: int = opt(4, "images per forward pass")
+    worst: int = opt(6, "images in worst.png")
+    skip_bad: bool = opt(False, "skip pairs that fail the data check")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(self.split in EVAL_SPLITS, "split", "use " + "|".join(EVAL_SPLITS))
+        _check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        _check(self.worst >= 0, "worst", "must be >= 0")
+        _check(0 <= self.mask_threshold <= 65535, "mask_threshold", "must be 0..65535")
+
+
+@dataclass(frozen=True)
+class PredictConfig(InferenceOptions):
+    """`unetkit predict`: images in, mask files out."""
+
+    inputs: tuple[str, ...] = opt((), "image files, folders or globs")
+    out: str = opt("", "output folder")
+    overlay: bool = opt(True, "also write <name>_overlay.png")
+    probs: bool = opt(False, "also write probability maps")
