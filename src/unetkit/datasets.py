@@ -71,7 +71,7 @@ class SampleCache:
             folder.mkdir(parents=True, exist_ok=True)
 
     def _disk_path(self, pair: Pair, extra: tuple) -> Path:
-        stats = tuple((p.stat().st_size, p.stat().st_mtime_ns) for p in (pair.image, pair.mask))
+        stats = tuple((s.st_size, s.st_mtime_ns) for s in (pair.image.stat(), pair.mask.stat()))
         key = (str(pair.image), str(pair.mask), stats, extra)
         return self.folder / (hashlib.sha1(repr(key).encode()).hexdigest() + ".sample")
 

@@ -7,6 +7,7 @@ ONNX engines use the raw graph of export.py, written once per checkpoint into a 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -63,6 +64,18 @@ class OpenVinoEngine:
         return torch.from_numpy(np.asarray(self.model(x)[0]))
 
 
+def checkpoint_digest(checkpoint: Path) -> str:
+    """The checkpoint's identity in the cache: its content hash, read once per file version (auto asks
+    for it once per engine, and a seed-network checkpoint is 120 MB)."""
+    stat = Path(checkpoint).stat()
+    return _digest(str(Path(checkpoint).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:20]
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("UNETKIT_CACHE", Path.home() / ".cache" / "unetkit")) / "engines"
 
@@ -73,7 +86,7 @@ def onnx_for(checkpoint: Path, model, meta: ModelMeta, log=print) -> Path:
     from unetkit.predict import Segmenter
     from unetkit.runtime import setup
 
-    digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()[:20]
+    digest = checkpoint_digest(checkpoint)
     path = cache_dir() / f"{digest}.onnx"
     if not path.is_file():
         log(f"engine: exporting {checkpoint} to ONNX once ({path})")
@@ -126,7 +139,7 @@ def choose(checkpoint: Path, model, meta: ModelMeta, rt, log=print):
         return model, "torch"
     from unetkit.inference import run_model
 
-    digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()[:20]
+    digest = checkpoint_digest(checkpoint)
     key = f"{digest}-{os.uname().machine}-{torch.get_num_threads()}t-{rt.precision}"
     memo = cache_dir() / "choices.json"
     choices = json.loads(memo.read_text()) if memo.is_file() else {}
