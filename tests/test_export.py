@@ -111,3 +111,39 @@ def test_model_meta_survives_replace():
     model = UNet(3, 1, (4, 8))
     meta = dataclasses.replace(meta_for(model, ["bg", "fg"]), threshold=0.3)
     assert meta.inference_spec().threshold == 0.3 and meta.binary
+
+
+def test_triton_repository_is_written_parsed_and_verified(trained_run, tmp_path, capsys):
+    pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="pip install 'unetkit[triton]'")
+    from unetkit.export import ExportError
+    from unetkit.triton import parse_config, verify_repository
+
+    ckpt = str(trained_run.best_checkpoint)
+    repo = tmp_path / "repo"
+    args = ["export", ckpt, "--format", "triton", "--out", str(repo), "--name", "seg", "--max-batch-size", "4"]
+    assert main([*args, "--triton-kind", "gpu", "--instances", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "a batch of 2 at the declared names gives unetkit's masks" in out and "checked with:" in out
+    assert sorted(p.relative_to(repo).as_posix() for p in repo.rglob("*") if p.is_file()) == [
+        "seg/1/model.onnx",
+        "seg/config.pbtxt",
+    ]
+    config = parse_config(repo / "seg" / "config.pbtxt")
+    assert (config.max_batch_size, config.instance_group[0].count, config.instance_group[0].kind) == (4, 2, 1)
+    assert [(t.name, list(t.dims)) for t in (*config.input, *config.output)] == [
+        ("image", [-1, -1, 3]),
+        ("mask", [-1, -1]),
+    ]
+    assert json.loads(config.parameters["classes"].string_value) == ["background", "foreground"]
+
+    text = (repo / "seg" / "config.pbtxt").read_text()
+    (repo / "seg" / "config.pbtxt").write_text(
+        text.replace("TYPE_UINT8 dims: [ -1, -1 ]", "TYPE_FP32 dims: [ -1, -1 ]")
+    )
+    with pytest.raises(ExportError, match="tensor 'mask' TYPE_FP32"):
+        verify_repository(repo, "seg", ckpt)
+    (repo / "seg" / "config.pbtxt").write_text(text.replace("max_batch_size", "max_batch"))
+    with pytest.raises(ExportError, match="not a valid Triton model configuration"):
+        verify_repository(repo, "seg", ckpt)
+    assert main([*args[:-2], "--name", "../up"]) == 2
+    assert "use letters, digits" in capsys.readouterr().err

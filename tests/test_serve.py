@@ -41,7 +41,9 @@ def png_header(width: int, height: int) -> bytes:
 
 
 def test_health_model_and_page(client):
-    assert client.get("/health").json() == {"status": "ok"}
+    import os
+
+    assert client.get("/health").json() == {"status": "ok", "pid": os.getpid()}
     info = client.get("/v1/model").json()
     assert info["classes"] == ["background", "foreground"] and info["binary"] and info["limits"]["slots"] == 1
     page = client.get("/")
@@ -90,3 +92,26 @@ def test_a_full_queue_gets_503_with_retry_after(client):
     assert r.status_code == 503 and r.headers["retry-after"] == "1"
     gate.semaphore.release()
     assert client.post("/v1/predict", files={"image": ("f", png_bytes(rgb))}).status_code == 200
+
+
+def test_workers_are_processes_each_serving_the_model(trained_run, learn_dir):
+    """--workers 2: two uvicorn worker processes (spawned by the server) answer, each with its model."""
+    import json
+    import urllib.request
+    from pathlib import Path
+
+    import httpx
+
+    from serving import running_server
+
+    def spawned_children(pid: int) -> set[int]:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        return {int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()}
+
+    image = sorted((learn_dir / "test" / "images").iterdir())[0]
+    with running_server(trained_run.best_checkpoint, "--workers", "2") as (url, proc):
+        workers = spawned_children(proc.pid)
+        pids = {json.load(urllib.request.urlopen(url + "/health"))["pid"] for _ in range(20)}
+        r = httpx.post(url + "/v1/predict", files={"image": (image.name, image.read_bytes())}, timeout=30)
+    assert len(workers) == 2 and pids <= workers
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"

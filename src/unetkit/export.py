@@ -28,13 +28,13 @@ class ExportError(UnetkitError):
     """An export could not be written or does not compute what the PyTorch model computes."""
 
 
-def _need(module: str):
+def _need(module: str, extra: str = "export"):
     import importlib
 
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ConfigError(f"export: needs the {module} package; pip install 'unetkit[export]'") from None
+        raise ConfigError(f"export: needs the {module} package; pip install 'unetkit[{extra}]'") from None
 
 
 def fold_batchnorm(model: UNet) -> UNet:

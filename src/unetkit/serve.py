@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -34,6 +36,38 @@ class Limits:
     slots: int = 1  # concurrent inferences
     queue: int = 8  # requests waiting for a slot before 503
     timeout_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class ServeSpec:
+    """What each server process needs to build its app: one process, or one per uvicorn worker."""
+
+    checkpoint: str
+    engine: str = "torch"
+    device: str = "auto"
+    limits: Limits = Limits()
+    threads: int = 0  # torch threads in this process; 0 = torch's default (all cores)
+
+
+SPEC_ENV = "UNETKIT_SERVE_SPEC"
+
+
+def build_app(spec: ServeSpec):
+    """Load the model (weights only) and wrap it in the app."""
+    import torch
+
+    from unetkit.predict import Segmenter
+
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    return create_app(Segmenter.load(spec.checkpoint, spec.device, "auto", spec.engine), spec.limits)
+
+
+def app_from_env():
+    """uvicorn's factory for --workers > 1: every worker process loads its own model from the spec
+    the parent put in the environment (uvicorn starts workers from an import string, not an object)."""
+    raw = json.loads(os.environ[SPEC_ENV])
+    return build_app(ServeSpec(**{**raw, "limits": Limits(**raw["limits"])}))
 
 
 class Gate:
@@ -116,7 +150,7 @@ def create_app(seg, limits: Limits | None = None):
 
     @app.get("/health")
     def health() -> dict:
-        return {"status": "ok"}
+        return {"status": "ok", "pid": os.getpid()}
 
     @app.get("/v1/model")
     def model() -> dict:

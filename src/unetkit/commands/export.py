@@ -1,18 +1,20 @@
-"""`unetkit export CKPT --format onnx|safetensors --out PATH`: write, verify against PyTorch, or fail."""
+"""`unetkit export CKPT --format onnx|safetensors|triton --out PATH`: write, verify against PyTorch, or fail."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-HELP = "export a checkpoint to ONNX or safetensors, verified against PyTorch"
+HELP = "export a checkpoint to ONNX, safetensors or a Triton model repository, verified against PyTorch"
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("export", help=HELP, description=HELP)
     p.add_argument("checkpoint", help="checkpoint file (.pt) written by unetkit train")
-    p.add_argument("--format", required=True, choices=["onnx", "safetensors"], help="what to write")
-    p.add_argument("--out", required=True, help="output file (.onnx or .safetensors)")
+    p.add_argument("--format", required=True, choices=["onnx", "safetensors", "triton"], help="what to write")
+    p.add_argument(
+        "--out", required=True, help="output file (.onnx, .safetensors) or, for triton, the repository folder"
+    )
     p.add_argument(
         "--variant",
         choices=["e2e", "raw"],
@@ -23,11 +25,25 @@ def add_parser(sub) -> None:
         "--images", nargs="*", help="real images to verify on (default: the run's recorded test images, if present)"
     )
 
+    t = p.add_argument_group("triton (--format triton)")
+    t.add_argument("--name", default="unetkit", help="model name in the repository (default: unetkit)")
+    t.add_argument("--triton-kind", choices=["cpu", "gpu"], default="cpu", help="instance kind (default: cpu)")
+    t.add_argument("--instances", type=int, default=1, help="model instances (default: 1)")
+    t.add_argument("--max-batch-size", type=int, default=8, help="largest dynamic batch (default: 8)")
+    t.add_argument("--queue-delay-us", type=int, default=2000, help="wait to fill a batch (default: 2000)")
+
 
 def run(args: argparse.Namespace) -> int:
     from unetkit.export import export
 
     images = [Path(p) for p in args.images] if args.images else None
+    if args.format == "triton":
+        from unetkit.triton import TritonOptions, write_repository
+
+        opts = TritonOptions(args.name, args.triton_kind, args.instances, args.max_batch_size, args.queue_delay_us)
+        print(f"exporting {args.checkpoint} -> Triton model repository {args.out}")
+        write_repository(args.checkpoint, args.out, opts, images)
+        return 0
     kind = f"{args.format}, {args.variant}" if args.format == "onnx" else args.format
     print(f"exporting {args.checkpoint} -> {args.out} ({kind})")
     export(args.checkpoint, args.format, args.out, args.variant, images)

@@ -1,0 +1,44 @@
+"""Start `unetkit serve` as users start it (a subprocess on a free loopback port) and stop it after."""
+
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(checkpoint, *flags: str, wait_s: float = 60):
+    """Yields (url, process) once /health answers; fails with the server's output if it exits."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "unetkit", "serve", str(checkpoint), "--port", str(port), *flags]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                urllib.request.urlopen(url + "/health", timeout=1)
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    pytest.fail(f"unetkit serve exited with {proc.returncode}: {proc.stdout.read()}")
+                if time.monotonic() > deadline:
+                    pytest.fail(f"unetkit serve did not answer /health within {wait_s:.0f} s")
+                time.sleep(0.1)
+        yield url, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
