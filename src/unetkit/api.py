@@ -11,7 +11,7 @@ from unetkit.engine import FitResult, fit
 from unetkit.engines import OnnxRuntimeEngine, OpenVinoEngine
 from unetkit.engines import installed as installed_engines
 from unetkit.evaluation import evaluate_checkpoint
-from unetkit.export import export_onnx
+from unetkit.export import export_onnx, export_safetensors
 from unetkit.imageio import MaskSpec
 from unetkit.inference import InferenceSpec, predict_logits, run_model
 from unetkit.predict import Segmenter
@@ -33,6 +33,7 @@ __all__ = [
     "epochs_for_budget",
     "evaluate_checkpoint",
     "export_onnx",
+    "export_safetensors",
     "fingerprint",
     "fit",
     "installed_engines",
