@@ -148,6 +148,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256, help="side of the square test image")
     ap.add_argument("--port", type=int, default=8765)
     ap.add_argument("--serve-flags", default="--slots 1 --queue 8", help="passed to unetkit serve")
+    ap.add_argument("--section", default="load-cpu", help="RESULTS.md section to (re)write")
     ap.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -169,7 +170,7 @@ def main() -> None:
             proc.wait(10)
     model = args.checkpoint or "default network 32-256, random weights"
     lines = [
-        "## Serving under load (cpu, loopback)",
+        f"## Serving under load (cpu, loopback: {args.serve_flags})",
         "",
         header(
             f"python benchmarks/load_test.py --clients {args.clients} --seconds {args.seconds:g} "
@@ -191,7 +192,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
-        write_section("load-cpu", text)
+        write_section(args.section, text)
 
 
 if __name__ == "__main__":
