@@ -45,6 +45,11 @@ class ModelMeta:
     versions: dict = field(default_factory=versions)
     train_config: dict = field(default_factory=dict)  # the resolved TrainConfig, as a dict
     split: dict | None = None  # data.SplitRecord.to_dict() of the run
+    clicks: dict | None = None  # click-guided models: {"radius": px}; 3 input channels follow the image's
+
+    @property
+    def interactive(self) -> bool:
+        return self.clicks is not None
 
     @property
     def binary(self) -> bool:
@@ -57,8 +62,9 @@ class ModelMeta:
 
     def inference_spec(self) -> InferenceSpec:
         return InferenceSpec(
-            self.mean, self.std, self.resize, self.size, self.binary, threshold=self.threshold, tta_flips=self.tta_flips
-        )
+            self.mean, self.std, self.resize, self.size, self.binary, threshold=self.threshold,
+            tta_flips=self.tta_flips, extra_channels=3 if self.interactive else 0,
+        )  # fmt: skip
 
     def to_payload(self) -> dict[str, Any]:
         return {
@@ -72,6 +78,7 @@ class ModelMeta:
             "versions": self.versions,
             "train_config": self.train_config,
             "split": self.split,
+            "clicks": self.clicks,
         }
 
     @classmethod
@@ -97,6 +104,7 @@ class ModelMeta:
                 versions=dict(payload.get("versions", {})),
                 train_config=dict(payload.get("train_config") or {}),
                 split=payload.get("split"),
+                clicks=payload.get("clicks"),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{path}: checkpoint metadata is malformed ({type(e).__name__}: {e})") from None

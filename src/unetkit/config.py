@@ -216,6 +216,28 @@ def check_runtime(device: str, precision: str) -> None:
 
 
 @dataclass(frozen=True)
+class ClickConfig:
+    """Click-guided (interactive) training: the image plus positive/negative click disks and the previous
+    mask as three more input channels, trained on simulated clicks (RITM's scheme)."""
+
+    interactive: bool = opt(False, "train a click-guided model: each sample is one object, with simulated clicks")
+    click_radius: int = opt(5, "click disk radius in pixels at the network's input resolution")
+    click_iters: int = opt(3, "most corrective clicks per sample, placed on the model's own errors")
+    auto_share: float = opt(0.1, "share of samples with no clicks (the automatic prediction)")
+    zoom_share: float = opt(0.5, "share of samples cropped around their object at a random scale")
+    whole_share: float = opt(0.5, "share of samples whose object is all foreground (else one region)")
+    prev_mask: bool = opt(True, "feed the previous prediction back as an input channel")
+    val_clicks: int = opt(3, "clicks simulated per validation image (score: mean IoU over them)")
+
+    def __post_init__(self) -> None:
+        _check(self.click_radius >= 1, "click_radius", "must be >= 1")
+        _check(0 <= self.click_iters <= 20, "click_iters", "must be 0..20")
+        for name in ("auto_share", "zoom_share", "whole_share"):
+            _check(0 <= getattr(self, name) <= 1, name, "must be in [0, 1]")
+        _check(1 <= self.val_clicks <= 20, "val_clicks", "must be 1..20")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """One training run. Every field can be set from a file or a flag of the same name."""
 
@@ -224,6 +246,7 @@ class TrainConfig:
     augment: AugmentConfig = section(AugmentConfig, "augment")
     optim: OptimConfig = section(OptimConfig, "optim")
     loss: LossConfig = section(LossConfig, "loss")
+    clicks: ClickConfig = section(ClickConfig, "clicks")
     epochs: int = opt(40, "training epochs")
     batch_size: int = opt(8, "images per step (per process under torchrun)")
     max_steps: int = opt(0, "stop after this many steps; 0 = no limit")
@@ -289,9 +312,13 @@ class EvaluateConfig(InferenceOptions):
     batch_size: int = opt(4, "images per forward pass")
     worst: int = opt(6, "images in worst.png")
     skip_bad: bool = opt(False, "skip pairs that fail the data check")
+    ignore_value: int | None = opt(None, "mask value of unknown pixels, left out of metrics (e.g. 128: GrabCut's band)")
+    clicks: int = opt(0, "click models: run the clicks-to-IoU protocol with up to N clicks per image (e.g. 20)")
+    zoom_in: bool = opt(False, "with --clicks: from the 2nd click, predict on a box around the object (RITM)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _check(0 <= self.clicks <= 100, "clicks", "must be 0..100")
         _check(self.split in EVAL_SPLITS, "split", "use " + "|".join(EVAL_SPLITS))
         _check(self.batch_size >= 1, "batch_size", "must be >= 1")
         _check(self.worst >= 0, "worst", "must be >= 0")

@@ -1,8 +1,8 @@
 """The one training loop: fit reads top to bottom and calls train_one_epoch, validate and the run
 folder; every command (train, resume, torchrun, benchmarks) goes through it.
 
-How a batch is prepared is a seam (`batch_fn`, default steps.standard_batch_fn): click-guided
-training plugs in there, not as branches in here."""
+What differs between kinds of training is a seam (`tasks.Task`: batch preparation, network inputs and
+outputs, validation, checkpoint metadata): click-guided training plugs in there, not as branches here."""
 
 from __future__ import annotations
 
@@ -26,15 +26,14 @@ from unetkit.configio import build, merge, to_dict
 from unetkit.data import SplitRecord, read_splits
 from unetkit.datasets import BatchLoader, RandomCropDataset
 from unetkit.errors import DataError, TrainingError
-from unetkit.evaluation import evaluate
 from unetkit.inference import tta_flips_for
-from unetkit.metrics import headline
 from unetkit.predict import Segmenter
 from unetkit.prepare import Prepared, demo_config, prepare_data
 from unetkit.run import RunFolder, default_run_dir
 from unetkit.runtime import Runtime, setup, step_seed
 from unetkit.schedule import Clock, FillPlanner, TimeBudget, batches_for_epoch, lr_at, schedule_steps
-from unetkit.steps import BatchFn, Training, build_training, standard_batch_fn, train_step
+from unetkit.steps import BatchFn, Training, build_training, train_step
+from unetkit.tasks import NO_SCORES, Task, task_for
 
 
 @dataclass
@@ -61,6 +60,7 @@ class Context:
     training: Training
     train_model: torch.nn.Module
     meta: ModelMeta
+    task: Task
     batch_fn: BatchFn
     loader: BatchLoader
     budget: TimeBudget
@@ -94,15 +94,16 @@ def fit(
     out: str | Path | None = None,
     resume: str | Path | None = None,
     overrides: dict | None = None,
-    batch_fn=standard_batch_fn,
+    task: Task | None = None,
     clock: Clock = time.monotonic,
 ) -> FitResult:
     """Train a U-Net. `resume` continues a run folder from its last checkpoint (its saved config,
-    with `overrides` on top, e.g. more epochs). `batch_fn(config, rt, mean, std)` makes the function
-    that turns a batch of samples into (x, target); `clock` drives time limits (tests replace it)."""
+    with `overrides` on top, e.g. more epochs). `task` (default: from the config, plain segmentation or
+    click-guided) says how batches are made and scored; `clock` drives time limits (tests replace it)."""
     config, run_dir, saved = _start(config, out, resume, overrides)
     rt = setup(config.device, config.precision, config.channels_last, config.deterministic)
-    ctx = _context(config, rt, RunFolder(run_dir, rt.is_main), saved, batch_fn, TimeBudget(0.0, clock))
+    task = task or task_for(config)
+    ctx = _context(config, rt, RunFolder(run_dir, rt.is_main), saved, task, TimeBudget(0.0, clock))
     state = _restore(ctx, saved) if saved else LoopState()
     planner = FillPlanner(ctx.budget, config.val_every, config.fill_time_limit and saved is None)
     with _sigint(ctx), ctx.run.tensorboard(ctx.config.tensorboard):
@@ -135,7 +136,7 @@ def _start(config, out, resume, overrides) -> tuple[TrainConfig, Path, dict | No
     return build(TrainConfig, merge(saved["train_config"], overrides or {})), run_dir, saved
 
 
-def _context(config, rt, run: RunFolder, saved, batch_fn, budget: TimeBudget) -> Context:
+def _context(config, rt, run: RunFolder, saved, task: Task, budget: TimeBudget) -> Context:
     if config.data.root is None and config.data.csv is None:
         distributed.main_first(rt, lambda: demo_config(config, run.path))
         config = demo_config(config, run.path)
@@ -144,7 +145,8 @@ def _context(config, rt, run: RunFolder, saved, batch_fn, budget: TimeBudget) ->
     run.write_splits(prep.record)
     run.write_config(config, rt)
     torch.manual_seed(config.seed)
-    training = build_training(config, rt, len(prep.classes))
+    classes = task.classes or prep.classes
+    training = build_training(config, rt, len(classes), config.data.in_channels + task.extra_channels)
     model, train_model = distributed.wrap_for_training(training.model, rt, config.sync_bn, config.compile)
     training.model = model
     n_train = len(prep.train)
@@ -153,8 +155,8 @@ def _context(config, rt, run: RunFolder, saved, batch_fn, budget: TimeBudget) ->
         raise DataError(f"{n_train} training pairs are fewer than one batch of {config.batch_size}; lower --batch-size")
     budget.limit_s = parse_duration(config.time_limit)
     ctx = Context(
-        config, rt, run, prep, training, train_model, make_meta(prep, config, model),
-        batch_fn(config, rt, prep.mean, prep.std), BatchLoader(prep.train, prep.workers), budget, steps_per_epoch,
+        config, rt, run, prep, training, train_model, task.adapt_meta(make_meta(prep, config, model), config), task,
+        task.batch_fn(config, rt, prep.mean, prep.std), BatchLoader(prep.train, prep.workers), budget, steps_per_epoch,
     )  # fmt: skip
     _describe(ctx)
     return ctx
@@ -332,17 +334,10 @@ def validate(ctx: Context, state: LoopState, stats: dict) -> tuple[dict, float]:
     }
     t_val = time.perf_counter()
     if len(ctx.prep.val):
-        ev = evaluate(_segmenter(ctx), ctx.prep.val, ctx.training.loss_fn, batch_size=ctx.config.batch_size)
-        s, binary = ev.scores, ctx.meta.binary
-        row.update(
-            val_loss=ev.loss,
-            val_dice=s["mean_dice_fg"] if binary else s["mean_dice"],
-            val_iou=s["mean_iou_fg"] if binary else s["mean_iou"],
-            val_accuracy=s["pixel_accuracy"],
-        )
-        score = headline(s, binary)
+        fields, score = ctx.task.validate(_segmenter(ctx), ctx.prep.val, ctx.training.loss_fn, ctx.config)
+        row.update({**NO_SCORES, **fields})
     else:
-        row.update(val_loss=math.nan, val_dice=math.nan, val_iou=math.nan, val_accuracy=math.nan)
+        row.update(NO_SCORES)
         score = -row["train_loss"]
     row["val_seconds"] = round(time.perf_counter() - t_val, 2)
     return row, score

@@ -132,6 +132,8 @@ def eval_dataset(seg: Segmenter, config: EvaluateConfig, checkpoint_path: Path):
     spec = seg.meta.mask_spec
     if config.mask_threshold:
         spec = dataclasses.replace(spec, threshold=config.mask_threshold)
+    if config.ignore_value is not None:
+        spec = dataclasses.replace(spec, ignore_value=config.ignore_value)
     report = check_pairs(choice.pairs, cfg, spec)
     pairs = choice.pairs
     if report.problems:

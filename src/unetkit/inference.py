@@ -31,6 +31,7 @@ class InferenceSpec:
     tile: int = 1024  # crop mode: images with more than tile*tile pixels run in overlapping tiles
     overlap: float = 0.25
     tta_flips: tuple[int, ...] = (-1,)  # flip TTA: only the flips the model was trained with (-1 h, -2 v)
+    extra_channels: int = 0  # click models: click and previous-mask channels, all zero = no clicks
 
 
 def tta_flips_for(hflip: float, vflip: float, rot90: float) -> tuple[int, ...]:
@@ -102,6 +103,8 @@ def predict_logits(model, images: torch.Tensor, spec: InferenceSpec, rt: Runtime
     if spec.resize == "resize":
         x = torch.stack([resize_image(im, spec.size) for im in x])
     x = normalize(x.to(rt.device), spec.mean, spec.std)
+    if spec.extra_channels:  # a click model with no clicks and no previous mask: its automatic prediction
+        x = torch.cat([x, x.new_zeros(x.shape[0], spec.extra_channels, *x.shape[-2:])], 1)
     flips = spec.tta_flips if tta else ()
     if spec.resize == "crop" and h * w > spec.tile * spec.tile:
         logits = torch.cat([sliding_window(model, x[i : i + 1], rt, spec.tile, spec.overlap, flips) for i in range(n)])

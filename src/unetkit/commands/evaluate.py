@@ -24,6 +24,8 @@ def run(args: argparse.Namespace) -> int:
     from unetkit.evaluation import default_out, evaluate_checkpoint
 
     config = build(EvaluateConfig, {**flag_values(args), "checkpoint": args.checkpoint, "data": args.data})
+    if config.clicks:
+        return run_clicks(config, args.json)
     summary = evaluate_checkpoint(config, progress=not args.json)
     for note in summary["notes"]:
         print(f"note: {note}", file=sys.stderr)
@@ -39,4 +41,25 @@ def run(args: argparse.Namespace) -> int:
         dice = "n/a" if c["dice"] is None else f"{c['dice']:.4f}"
         print(f"  {c['name']:>16}: IoU {iou}  Dice {dice}")
     print(f"reports: {default_out(config, summary['split'])}")
+    return 0
+
+
+def run_clicks(config: EvaluateConfig, as_json: bool) -> int:
+    from unetkit.click_eval import evaluate_clicks
+    from unetkit.evaluation import default_out
+
+    summary = evaluate_clicks(config, progress=not as_json)
+    for note in summary["notes"]:
+        print(f"note: {note}", file=sys.stderr)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    ious = summary["iou_at_clicks"]
+    at = ", ".join(f"{k}: {ious[k - 1]:.3f}" for k in (1, 3, 5, 10, 20) if k <= len(ious))
+    print(
+        f"{summary['num_images']} images ({summary['split']}), up to {summary['max_clicks']} clicks: "
+        f"NoC@85 {summary['noc85']:.2f}, NoC@90 {summary['noc90']:.2f}, NoF@90 {summary['nof90']}; "
+        f"IoU after clicks {at}; {summary['seconds_per_click'] * 1000:.0f} ms/click"
+    )
+    print(f"reports: {default_out(config, summary['split'] + '-clicks')}")
     return 0

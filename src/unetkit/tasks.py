@@ -1,0 +1,59 @@
+"""What differs between kinds of training, behind one small seam: how a batch becomes (x, target),
+what the network takes and gives, how validation scores it, and what the checkpoint records. The loop
+in engine.py calls these and never asks which task it runs."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from unetkit.checkpoint import ModelMeta
+from unetkit.config import TrainConfig
+from unetkit.evaluation import evaluate
+from unetkit.metrics import headline
+from unetkit.steps import standard_batch_fn
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    batch_fn: Callable  # (config, rt, mean, std) -> prepare(images, masks, seed, model) -> (x, target)
+    validate: Callable  # (segmenter, val dataset, loss_fn, config) -> (row fields, score: higher is better)
+    adapt_meta: Callable[[ModelMeta, TrainConfig], ModelMeta]  # what inference must know beyond the default
+    extra_channels: int = 0  # input channels after the image's
+    classes: tuple[str, ...] | None = None  # the network's output classes, if not the data's
+
+
+def segmentation_validate(seg, val, loss_fn, config: TrainConfig) -> tuple[dict, float]:
+    ev = evaluate(seg, val, loss_fn, batch_size=config.batch_size)
+    s, binary = ev.scores, seg.meta.binary
+    fields = {
+        "val_loss": ev.loss,
+        "val_dice": s["mean_dice_fg"] if binary else s["mean_dice"],
+        "val_iou": s["mean_iou_fg"] if binary else s["mean_iou"],
+        "val_accuracy": s["pixel_accuracy"],
+    }
+    return fields, headline(s, binary)
+
+
+SEGMENTATION = Task("segmentation", standard_batch_fn, segmentation_validate, lambda meta, config: meta)
+
+
+def click_task() -> Task:
+    from unetkit.click_training import click_batch_fn, click_validate
+
+    def adapt(meta: ModelMeta, config: TrainConfig) -> ModelMeta:
+        return dataclasses.replace(
+            meta, classes=("background", "object"), clicks={"radius": config.clicks.click_radius}
+        )
+
+    return Task("interactive", click_batch_fn, click_validate, adapt, 3, ("background", "object"))
+
+
+def task_for(config: TrainConfig) -> Task:
+    return click_task() if config.clicks.interactive else SEGMENTATION
+
+
+NO_SCORES = {"val_loss": math.nan, "val_dice": math.nan, "val_iou": math.nan, "val_accuracy": math.nan}
