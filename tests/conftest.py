@@ -73,6 +73,16 @@ def trained_run(learn_dir, tmp_path_factory):
     )
 
 
+@pytest.fixture(scope="session")
+def click_run(learn_dir, tmp_path_factory):
+    """A click-guided model trained through the CLI (`--interactive`) on the same data."""
+    from unetkit.cli import main
+
+    run = tmp_path_factory.mktemp("click") / "run"
+    assert main(["train", "--data", str(learn_dir), "--out", str(run), *LEARN_FLAGS, "--interactive"]) == 0
+    return SimpleNamespace(run_dir=run, best_checkpoint=run / "checkpoints" / "best.pt")
+
+
 def shared_dataset(name: str) -> Path:
     path = SHARED_DATA / name
     if not path.is_dir():

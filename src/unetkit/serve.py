@@ -90,6 +90,7 @@ def model_info(seg) -> dict:
         "colors": [palette[i].tolist() for i in range(len(meta.classes))],
         "binary": meta.binary,
         "threshold": meta.threshold,
+        "interactive": meta.interactive,
         "input": {"in_channels": meta.in_channels, "resize": meta.resize, "size": list(meta.size)},
         "engine": seg.engine,
         "unetkit_version": __version__,
@@ -133,6 +134,27 @@ def mask_png(mask: np.ndarray, num_classes: int) -> bytes:
     return buf.getvalue()
 
 
+def busy() -> JSONResponse:
+    return JSONResponse({"error": "busy: too many requests waiting"}, 503, headers={"Retry-After": "1"})
+
+
+async def gated(gate: Gate, fn, *args):
+    """Run fn(*args) in a worker thread once a slot is free: its result, or a 503/504 response."""
+    if gate.full():
+        return busy()
+    gate.waiting += 1
+    try:
+        await gate.semaphore.acquire()
+    finally:
+        gate.waiting -= 1
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(fn, *args), gate.limits.timeout_s)
+    except TimeoutError:
+        return JSONResponse({"error": f"inference took longer than {gate.limits.timeout_s:.0f} s"}, 504)
+    finally:
+        gate.semaphore.release()
+
+
 def create_app(seg, limits: Limits | None = None):
     limits = limits or Limits()
     app = FastAPI(title="unetkit", version=__version__, description="U-Net segmentation of uploaded images")
@@ -166,25 +188,16 @@ def create_app(seg, limits: Limits | None = None):
         format: Annotated[str, Query(pattern="^(png|json)$")] = "png",
         tta: bool = False,
     ):
-        gate = app.state.gate
-        if gate.full():
-            return JSONResponse({"error": "busy: too many requests waiting"}, 503, headers={"Retry-After": "1"})
+        if app.state.gate.full():
+            return busy()
         data = await image.read(limits.max_bytes + 1)
         try:
             array = read_upload(data, limits, seg.in_channels)
         except UploadError as e:
             return JSONResponse({"error": str(e)}, e.status)
-        gate.waiting += 1
-        try:
-            await gate.semaphore.acquire()
-        finally:
-            gate.waiting -= 1
-        try:
-            mask = await asyncio.wait_for(asyncio.to_thread(seg.predict, array, tta), limits.timeout_s)
-        except TimeoutError:
-            return JSONResponse({"error": f"inference took longer than {limits.timeout_s:.0f} s"}, 504)
-        finally:
-            gate.semaphore.release()
+        mask = await gated(app.state.gate, seg.predict, array, tta)
+        if isinstance(mask, Response):
+            return mask
         png = mask_png(mask, len(info["classes"]))
         if format == "png":
             return Response(png, media_type="image/png")
@@ -200,4 +213,8 @@ def create_app(seg, limits: Limits | None = None):
             "mask_png_base64": base64.b64encode(png).decode(),
         }
 
+    if seg.meta.interactive:
+        from unetkit.serve_clicks import add_click_routes
+
+        add_click_routes(app, seg, limits)
     return app
