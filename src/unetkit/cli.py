@@ -11,10 +11,13 @@ import argparse
 import sys
 
 from unetkit import __version__
-from unetkit.commands import data, evaluate, export, predict, serve, train
+from unetkit.commands import annotate, data, evaluate, export, predict, serve, train
 from unetkit.errors import UnetkitError
 
-COMMANDS = {"train": train, "evaluate": evaluate, "predict": predict, "export": export, "serve": serve, "data": data}
+COMMANDS = {
+    "train": train, "evaluate": evaluate, "predict": predict, "export": export, "serve": serve,
+    "annotate": annotate, "data": data,
+}  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

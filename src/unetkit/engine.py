@@ -137,6 +137,7 @@ def _start(config, out, resume, overrides) -> tuple[TrainConfig, Path, dict | No
 
 
 def _context(config, rt, run: RunFolder, saved, task: Task, budget: TimeBudget) -> Context:
+    config = task.adapt_config(config)
     if config.data.root is None and config.data.csv is None:
         distributed.main_first(rt, lambda: demo_config(config, run.path))
         config = demo_config(config, run.path)

@@ -147,7 +147,7 @@ def choose(checkpoint: Path, model, meta: ModelMeta, rt, log=print):
         name = choices[key]["engine"]
         return make_engine(name, checkpoint, model, meta, rt.device, log), name
     h, w = meta.size
-    x = torch.randn(1, meta.in_channels, h, w)
+    x = torch.randn(1, model.config.in_channels, h, w)  # click models: image + click channels
     timings, engines = {}, {}
     for name in installed():
         engine = make_engine(name, checkpoint, model, meta, rt.device, log)

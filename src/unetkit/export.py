@@ -114,22 +114,34 @@ def export_onnx(model: UNet, meta: ModelMeta, out: Path, variant: str = "e2e", o
     _need("onnxscript")
     folded = fold_batchnorm(model.cpu())
     c = meta.in_channels
+    dyn = torch.export.Dim.DYNAMIC
     if variant == "raw":
-        graph, example, names = RawGraph(folded), torch.randn(1, c, 37, 45), (["input"], ["logits"])
-        dims = {"x": {0: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}}
+        example = torch.randn(1, model.config.in_channels, 37, 45)  # click models: + click channels
+        graph, example, names = RawGraph(folded), example, (["input"], ["logits"])
+        dims = {"x": {0: dyn, 2: dyn, 3: dyn}}
+    elif meta.interactive:
+        from unetkit.click_export import click_graph
+
+        graph, example, names, dims = click_graph(folded, meta)
     else:
         graph = EndToEndGraph(folded, meta).eval()
         example, names = torch.randint(0, 256, (1, 37, 45, c), dtype=torch.uint8), (["image"], ["mask"])
         dims = {"image": {0: torch.export.Dim.DYNAMIC, 1: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC}}
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed"
+    example = example if isinstance(example, tuple) else (example,)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            graph.eval(), (example,), dynamo=True, input_names=names[0], output_names=names[1],
+            graph.eval(), example, dynamo=True, input_names=names[0], output_names=names[1],
             dynamic_shapes=dims, opset_version=opset, verbose=False,
         )  # fmt: skip
     proto = program.model_proto
-    for key, value in onnx_metadata(meta, variant).items():
+    metadata = onnx_metadata(meta, variant)
+    if meta.interactive:
+        from unetkit.click_export import click_metadata
+
+        metadata.update(click_metadata(meta, variant))
+    for key, value in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -198,12 +210,20 @@ def verify_onnx(path: Path, seg, images: list[torch.Tensor], variant: str) -> li
     for what, image in images:
         if variant == "raw":
             x = ((image - torch.tensor(seg.meta.mean).view(-1, 1, 1)) / torch.tensor(seg.meta.std).view(-1, 1, 1))[None]
+            if seg.meta.interactive:  # random click disks and previous mask
+                g = torch.Generator().manual_seed(x.shape[-1])
+                extra = torch.rand(1, 3, *x.shape[-2:], generator=g)
+                x = torch.cat([x, (extra[:, :2] > 0.97).float(), extra[:, 2:]], 1)
             with torch.no_grad():
                 ref = seg.model(x.float()).numpy()
             got = session.run(None, {"input": x.numpy().astype(np.float32)})[0]
             masks = [logits_to_pred(torch.from_numpy(a), seg.binary, seg.meta.threshold) for a in (ref, got)]
             diff = float(np.abs(ref - got).max())
             results.append(Parity(what, tuple(x.shape), diff, float((masks[0] != masks[1]).float().mean())))
+        elif seg.meta.interactive:
+            from unetkit.click_export import click_parity
+
+            results.append(click_parity(session, seg, what, image))
         else:
             uint8 = (image * 255).round().clamp(0, 255).to(torch.uint8)
             ref = seg.predict(uint8.permute(1, 2, 0).numpy())
@@ -216,8 +236,12 @@ def verify_safetensors(path: Path, model: UNet, images) -> list[Parity]:
     loaded, _ = load_safetensors(path)
     results = []
     for what, image in images:
+        x = image[None]
+        extra = model.config.in_channels - x.shape[1]  # click models: random click/previous-mask channels
+        if extra:
+            x = torch.cat([x, torch.rand(1, extra, *x.shape[-2:], generator=torch.Generator().manual_seed(0))], 1)
         with torch.no_grad():
-            a, b = model.eval()(image[None]), loaded(image[None])
+            a, b = model.eval()(x), loaded(x)
         results.append(
             Parity(what, tuple(image.shape), float((a - b).abs().max()), float(((a > 0) != (b > 0)).float().mean()))
         )

@@ -155,11 +155,12 @@ async def gated(gate: Gate, fn, *args):
         gate.semaphore.release()
 
 
-def create_app(seg, limits: Limits | None = None):
+def create_app(seg, limits: Limits | None = None, extra_info: dict | None = None):
+    """The app around a Segmenter; `extra_info` joins GET /v1/model (the page reads its modes there)."""
     limits = limits or Limits()
     app = FastAPI(title="unetkit", version=__version__, description="U-Net segmentation of uploaded images")
     app.state.gate = Gate(limits)
-    info = model_info(seg)
+    info = {**model_info(seg), **(extra_info or {})}
 
     @app.middleware("http")
     async def log_requests(request: Request, call_next):

@@ -24,6 +24,7 @@ class Task:
     adapt_meta: Callable[[ModelMeta, TrainConfig], ModelMeta]  # what inference must know beyond the default
     extra_channels: int = 0  # input channels after the image's
     classes: tuple[str, ...] | None = None  # the network's output classes, if not the data's
+    adapt_config: Callable[[TrainConfig], TrainConfig] = lambda config: config  # before the data is prepared
 
 
 def segmentation_validate(seg, val, loss_fn, config: TrainConfig) -> tuple[dict, float]:
@@ -49,7 +50,13 @@ def click_task() -> Task:
             meta, classes=("background", "object"), clicks={"radius": config.clicks.click_radius}
         )
 
-    return Task("interactive", click_batch_fn, click_validate, adapt, 3, ("background", "object"))
+    def binary_loss(config: TrainConfig) -> TrainConfig:
+        """One object against the rest: class balancing of the data's classes does not apply."""
+        if config.loss.class_balance != "auto":
+            return config
+        return dataclasses.replace(config, loss=dataclasses.replace(config.loss, class_balance="none"))
+
+    return Task("interactive", click_batch_fn, click_validate, adapt, 3, ("background", "object"), binary_loss)
 
 
 def task_for(config: TrainConfig) -> Task:

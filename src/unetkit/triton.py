@@ -70,6 +70,11 @@ def write_repository(checkpoint: str | Path, repo: str | Path, opts: TritonOptio
     from unetkit.export import export
 
     opts.check()
+    if load_model(checkpoint)[1].interactive:
+        raise ConfigError(
+            "triton: click models are not exported as Triton repositories yet; use --format onnx (inputs image, "
+            "click_maps, prev_mask) and serve it with your own Triton config, or `unetkit serve`"
+        )
     model_dir = Path(repo) / opts.name
     export(checkpoint, "onnx", model_dir / "1" / "model.onnx", "e2e", images, log)
     _, meta = load_model(checkpoint)

@@ -1,0 +1,40 @@
+"""`unetkit annotate DIR --model CKPT`: label a folder's images in the browser, starting from the
+model's automatic masks (serve_annotate.py), on loopback by default."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "label a folder's images in the browser, starting from a model's masks (clicks fix them)"
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("annotate", help=HELP, description=HELP)
+    p.add_argument("folder", help="folder with images/; accepted masks are written to FOLDER/masks/<stem>.png")
+    p.add_argument("--model", required=True, help="checkpoint (.pt or .safetensors); a click model enables clicks")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument("--engine", default="torch", help="torch | onnxruntime | openvino | auto (default: torch)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from unetkit.errors import ConfigError
+
+    try:
+        import uvicorn
+    except ImportError:
+        raise ConfigError("annotate: needs fastapi and uvicorn; pip install 'unetkit[serve]'") from None
+    from unetkit.predict import Segmenter
+    from unetkit.serve import create_app
+    from unetkit.serve_annotate import add_annotate_routes, scan
+
+    seg = Segmenter.load(args.model, args.device, "auto", args.engine)
+    items = scan(Path(args.folder), seg)
+    app = create_app(seg, extra_info={"annotate": {"first": 0, "total": len(items)}})
+    add_annotate_routes(app, seg, items)
+    done = sum(it.mask.exists() for it in items)
+    print(f"annotating {args.folder}: {len(items)} images, {done} with masks; open http://{args.host}:{args.port}/")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
