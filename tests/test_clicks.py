@@ -111,3 +111,40 @@ def test_protocol_loop_records_iou_after_each_click():
     assert list(ious[:3]) == [0.0, 0.0, 1.0] and (ious[3:] == 1.0).all()
     assert len(session.clicks) == 3  # no error left after the third: no more clicks
     assert all(c.positive for c in session.clicks)
+
+
+def test_zoom_box_is_ritms_object_roi():
+    from unetkit.interactive import zoom_box
+
+    mask = np.zeros((600, 800), bool)
+    mask[100:400, 200:300] = True  # 300 x 100 object
+    y0, x0, y1, x1 = zoom_box(mask, [])
+    assert (y1 - y0, x1 - x0) == (420, 200)  # height x1.4; width x1.4 = 140 -> at least 200
+    assert (y0 + y1) / 2 == pytest.approx(249.5, abs=1) and (x0 + x1) / 2 == pytest.approx(249.5, abs=1)
+    y0, x0, y1, x1 = zoom_box(np.zeros((600, 800), bool), [Click(5, 790, True)])  # a positive click counts
+    assert (y0, y1, x1) == (0, 105, 800) and x0 == pytest.approx(690, abs=1)  # clipped to the image
+    assert zoom_box(np.zeros((10, 10), bool), [Click(5, 5, False)]) is None
+
+
+def test_zoom_in_session_predicts_on_the_box_from_the_second_click():
+    from unetkit.interactive import ClickSession
+
+    class Recorder:
+        def __init__(self):
+            self.boxes = []
+
+        def probs(self, image, clicks, prev, box):
+            self.boxes.append(box)
+            out = np.zeros(image.shape[-2:], np.float32)
+            out[100:200, 100:200] = 1.0
+            return out
+
+    rec = Recorder()
+    session = ClickSession(rec, torch.zeros(3, 400, 400), zoom_in=True)
+    session.add(Click(150, 150, True))
+    session.add(Click(160, 160, False))  # inside the object's box: zoom on it
+    session.add(Click(170, 170, True))  # still inside: the box is kept
+    session.add(Click(390, 20, True))  # outside: recomputed to include it
+    assert rec.boxes[0] is None and rec.boxes[1] == rec.boxes[2] == (50, 50, 250, 250)
+    assert rec.boxes[3][0] <= 390 < rec.boxes[3][2] and rec.boxes[3][1] <= 20
+    assert len(session.undo().shape) == 2 and len(session.clicks) == 3
