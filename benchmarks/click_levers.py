@@ -35,11 +35,16 @@ VARIANTS = {
 
 
 def run(name: str, flags: list[str], budget: str, clicks: int, out: Path) -> dict:
+    """Train (unless RUN/checkpoints/best.pt exists) and evaluate (unless its summary exists)."""
     run_dir = out / name
+    summary_file = run_dir / "eval-val-clicks" / "summary.json"
+    if summary_file.is_file():
+        return {"name": name, **json.loads(summary_file.read_text())}
     train = [sys.executable, "-m", "unetkit", "train", "--data", str(DATA), "--out", str(run_dir), *BASE,
              "--time-limit", budget, *flags]  # fmt: skip
     t = time.perf_counter()
-    subprocess.run(train, check=True, stdout=subprocess.DEVNULL)
+    if not (run_dir / "checkpoints" / "best.pt").is_file():
+        subprocess.run(train, check=True, stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - t
     evaluate = [sys.executable, "-m", "unetkit", "evaluate", str(run_dir / "checkpoints" / "best.pt"), "--data",
                 str(DATA), "--split", "val", "--clicks", str(clicks), "--json", "--mask-threshold", "128",
