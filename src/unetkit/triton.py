@@ -70,14 +70,14 @@ def write_repository(checkpoint: str | Path, repo: str | Path, opts: TritonOptio
     from unetkit.export import export
 
     opts.check()
-    if load_model(checkpoint)[1].interactive:
+    _, meta = load_model(checkpoint)
+    if meta.interactive:
         raise ConfigError(
             "triton: click models are not exported as Triton repositories yet; use --format onnx (inputs image, "
             "click_maps, prev_mask) and serve it with your own Triton config, or `unetkit serve`"
         )
     model_dir = Path(repo) / opts.name
     export(checkpoint, "onnx", model_dir / "1" / "model.onnx", "e2e", images, log)
-    _, meta = load_model(checkpoint)
     (model_dir / "config.pbtxt").write_text(config_pbtxt(meta, opts))
     for line in verify_repository(Path(repo), opts.name, checkpoint):
         log(f"  ok   {line}")
