@@ -4,7 +4,8 @@ Datasets (../shared/data): grabcut (fixed seeded 35/15 split, band 128 ignored),
 24/6 split), camvid (official split subset, void ignored), drive (official split; pixels outside the
 field of view ignored, so Dice is measured inside the FOV). Recipes: `seed` (the original recipe,
 bugs fixed), `default` (unetkit's defaults, epochs fitted to the budget so the schedule completes),
-`auto` (`--time-budget`: network, size, batch and epochs chosen by measuring this machine).
+`auto` (`--time-budget`: network, size, batch and epochs chosen by measuring this machine),
+`init:NAME` (`--time-budget` starting from the shipped model NAME: benchmarks/finetune.py).
 
     python benchmarks/quality.py --budget 10m --datasets grabcut,isbi2012_em --recipes default,seed --seeds 0
     python benchmarks/quality.py --table   # rewrite the RESULTS.md table from quality_results.jsonl
@@ -89,11 +90,14 @@ def dataset_options(name: str) -> tuple[dict, str]:
 def recipe_config(recipe: str, data: dict, budget_s: float, seed: int, out: Path):
     from unetkit.api import check_dataset, epochs_for_budget, plan, resolve, resolve_norm, time_step
 
-    overrides = {"data": data, "seed": seed, "sample_every": 0, "time_limit": f"{int(budget_s)}s"}
+    # From scratch unless the recipe is init:NAME (a shipped model, fine-tuned: benchmarks/finetune.py).
+    init = recipe.split(":", 1)[1] if recipe.startswith("init:") else "none"
+    overrides = {"data": data, "seed": seed, "sample_every": 0, "time_limit": f"{int(budget_s)}s",
+                 "finetune": {"init": init if init == "none" else f"builtin:{init}"}}  # fmt: skip
     if recipe == "seed":
         return resolve("seed", None, {**overrides, "epochs": 100000})
     config = resolve(None, None, overrides)
-    if recipe == "auto":
+    if recipe == "auto" or recipe.startswith("init:"):
         return plan(config, budget_s, out)
     # default: fit the epoch count to the budget so the cosine schedule runs to its end.
     _, splits, spec = check_dataset(config.data)
@@ -121,7 +125,7 @@ def run_one(dataset: str, recipe: str, budget_s: float, seed: int, results_path:
     from unetkit.api import evaluate_checkpoint, fit
 
     data, eval_path = dataset_options(dataset)
-    out = HERE / "quality" / f"{dataset}-{recipe}-b{int(budget_s)}-s{seed}"
+    out = HERE / "quality" / f"{dataset}-{recipe.replace(':', '-')}-b{int(budget_s)}-s{seed}"
     t0 = time.monotonic()
     config = recipe_config(recipe, data, budget_s, seed, out)
     result = fit(config, out=out)

@@ -23,8 +23,10 @@ def test_precedence_defaults_preset_file_flags(tmp_path):
 def test_unknown_keys_and_bad_values_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match="optim.lrr: unknown key"):
         resolve(overrides={"optim": {"lrr": 1}})
-    with pytest.raises(ConfigError, match="epochs: must be >= 1"):
-        resolve(overrides={"epochs": 0})
+    with pytest.raises(ConfigError, match="epochs: must be >= 0"):
+        resolve(overrides={"epochs": -1})
+    with pytest.raises(ConfigError, match="encoder_lr_scale: must be in"):
+        resolve(overrides={"finetune": {"encoder_lr_scale": -0.1}})
     with pytest.raises(ConfigError, match="batch_size: expected int"):
         resolve(overrides={"batch_size": "many"})
     with pytest.raises(ConfigError, match="data.mask_mode"):

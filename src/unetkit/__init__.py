@@ -9,7 +9,7 @@ The Python API mirrors the CLI, and is the declared public surface (benchmarks u
 """
 
 from unetkit.checkpoint import ModelMeta
-from unetkit.config import DataConfig, EvaluateConfig, PredictConfig, TrainConfig
+from unetkit.config import DataConfig, EvaluateConfig, FinetuneConfig, PredictConfig, TrainConfig
 from unetkit.errors import CheckpointError, ConfigError, DataError, TrainingError, UnetkitError
 from unetkit.model import ModelConfig, UNet
 
@@ -44,6 +44,7 @@ __all__ = [
     "DataConfig",
     "DataError",
     "EvaluateConfig",
+    "FinetuneConfig",
     "ModelConfig",
     "ModelMeta",
     "PredictConfig",

@@ -2,9 +2,10 @@
 machine, and pick width, input size, batch size and epochs so that training fits the budget.
 
 The rule, in order: prefer the largest input size (up to the data's own scale), then the widest
-network, that still gets enough optimiser steps in the budget (at least 30 epochs' worth of
-steps, clamped to 300..2000). Step times come from one measured network scaled by convolution
-cost, and the chosen one is measured again. The reasoning is written to RUN/autoconfig.json.
+network (fixed when the run starts from a trained model, --init), that still gets enough
+optimiser steps in the budget (at least 30 epochs' worth of steps, clamped to 300..2000). Step
+times come from one measured network scaled by convolution cost, and the chosen one is measured
+again. The reasoning is written to RUN/autoconfig.json.
 
 The epoch count planned here is a first estimate: training measures its real epoch time after the
 first epochs (data loading, validation and checkpoints included) and re-sets the epochs so the
@@ -24,6 +25,7 @@ import torch
 
 from unetkit.config import TrainConfig
 from unetkit.datacheck import check_dataset, class_names
+from unetkit.finetune import start_from
 from unetkit.prepare import demo_config
 from unetkit.runtime import setup
 from unetkit.steps import build_training, load_batch, resolve_norm, train_step
@@ -142,14 +144,16 @@ def _trial_maker(config: TrainConfig, fp: dict):
     return sizes, trial_for
 
 
-def _choose(config: TrainConfig, fp: dict, budget_s: float, log) -> tuple[TrainConfig, float, float, list[dict]]:
+def _choose(
+    config: TrainConfig, fp: dict, budget_s: float, log, widths_options=WIDTHS
+) -> tuple[TrainConfig, float, float, list[dict]]:
     """(chosen config, its measured seconds per step, seconds spent measuring, every candidate's row).
 
     Calibrate once on a mid-sized candidate, then predict every candidate's step time from its
     convolution cost (measuring each would eat a short budget), then confirm the chosen one."""
     k, n_train = fp["num_classes"], fp["pairs"]["train"]
     sizes, trial_for = _trial_maker(config, fp)
-    ref = trial_for(min(256, sizes[0]), WIDTHS[1])
+    ref = trial_for(min(256, sizes[0]), widths_options[len(widths_options) // 2])
     t0 = time.perf_counter()
     ref_step = time_step(ref, k)
     spent = time.perf_counter() - t0
@@ -157,7 +161,7 @@ def _choose(config: TrainConfig, fp: dict, budget_s: float, log) -> tuple[TrainC
     rows = [_row(ref, ref_step, True)]
     chosen = None
     for size in sizes:  # prefer resolution, then width
-        for widths in reversed(WIDTHS):
+        for widths in reversed(widths_options):
             trial = trial_for(size, widths)
             step = ref_step * unet_macs(trial) * trial.batch_size / ref_cost
             needed = int(min(2000, max(300, 30 * max(1, n_train // trial.batch_size))))
@@ -165,7 +169,7 @@ def _choose(config: TrainConfig, fp: dict, budget_s: float, log) -> tuple[TrainC
             rows.append(_row(trial, step, False, steps_needed=needed, steps_affordable=affordable))
             if affordable >= needed and chosen is None:
                 chosen = trial
-    chosen = chosen or trial_for(sizes[-1], WIDTHS[0])  # nothing reaches the wanted steps: the cheapest
+    chosen = chosen or trial_for(sizes[-1], widths_options[0])  # nothing reaches the wanted steps: the cheapest
     step = ref_step
     if (chosen.data.size, chosen.model.widths, chosen.batch_size) != (ref.data.size, ref.model.widths, ref.batch_size):
         t0 = time.perf_counter()
@@ -184,8 +188,12 @@ def plan(config: TrainConfig, budget_s: float, out: Path | None = None, log=prin
     if config.data.root is None and config.data.csv is None:
         config = demo_config(config, out or Path("."))
     fp = fingerprint(config)
+    # A starting model (--init, or a shipped one that fits) fixes the network: only size, batch and
+    # epochs are left to choose.
+    config, source = start_from(config, fp["num_classes"], log)
     config = resolve_norm(config, fp["pairs"]["train"])  # time the normalisation the run will use
-    trial, step, spent, rows = _choose(config, fp, budget_s, log)
+    widths = (config.model.widths,) if source else WIDTHS
+    trial, step, spent, rows = _choose(config, fp, budget_s, log, widths)
     steps_per_epoch = max(1, fp["pairs"]["train"] // trial.batch_size)
     epochs, epoch_s = epochs_for_budget(
         budget_s - spent / BUDGET_SHARE, steps_per_epoch, step, fp["pairs"]["val"], trial.batch_size

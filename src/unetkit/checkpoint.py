@@ -184,7 +184,12 @@ def build_model(meta: ModelMeta, state_dict: dict, path: str | Path = "checkpoin
 
 
 def load_model(path: str | Path) -> tuple[UNet, ModelMeta]:
-    """(model on the CPU in eval mode, its metadata) from a checkpoint, or a .safetensors export."""
+    """(model on the CPU in eval mode, its metadata) from a checkpoint, a .safetensors export, or a
+    shipped model named builtin:NAME."""
+    from unetkit import builtin
+
+    if builtin.is_ref(path):
+        path = builtin.get(str(path)).path
     if Path(path).suffix == ".safetensors":
         from unetkit.export import load_safetensors
 

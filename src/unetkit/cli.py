@@ -11,12 +11,12 @@ import argparse
 import sys
 
 from unetkit import __version__
-from unetkit.commands import annotate, data, evaluate, export, predict, serve, train
+from unetkit.commands import annotate, data, evaluate, export, models, predict, serve, train
 from unetkit.errors import UnetkitError
 
 COMMANDS = {
     "train": train, "evaluate": evaluate, "predict": predict, "export": export, "serve": serve,
-    "annotate": annotate, "data": data,
+    "annotate": annotate, "data": data, "models": models,
 }  # fmt: skip
 
 

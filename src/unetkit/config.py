@@ -238,6 +238,21 @@ class ClickConfig:
 
 
 @dataclass(frozen=True)
+class FinetuneConfig:
+    """Start from a trained model instead of random weights (finetune.py): the tensors whose name and
+    shape match are loaded, the rest (a head for another class count, new input channels) start fresh."""
+
+    init: str = opt("auto", "auto (a shipped model when one fits the data) | none | CKPT | builtin:NAME")
+    encoder_lr_scale: float = opt(1.0, "learning rate of the encoder (down path, bottleneck) relative to --lr")
+    freeze_encoder_epochs: int = opt(0, "keep the encoder's weights fixed for the first N epochs")
+
+    def __post_init__(self) -> None:
+        _check(bool(self.init), "init", "use auto, none, a checkpoint path or builtin:NAME")
+        _check(0 <= self.encoder_lr_scale <= 10, "encoder_lr_scale", "must be in [0, 10]")
+        _check(self.freeze_encoder_epochs >= 0, "freeze_encoder_epochs", "must be >= 0")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """One training run. Every field can be set from a file or a flag of the same name."""
 
@@ -247,7 +262,8 @@ class TrainConfig:
     optim: OptimConfig = section(OptimConfig, "optim")
     loss: LossConfig = section(LossConfig, "loss")
     clicks: ClickConfig = section(ClickConfig, "clicks")
-    epochs: int = opt(40, "training epochs")
+    finetune: FinetuneConfig = section(FinetuneConfig, "finetune")
+    epochs: int = opt(40, "training epochs (0: only validate and save the starting point, e.g. an --init model)")
     batch_size: int = opt(8, "images per step (per process under torchrun)")
     max_steps: int = opt(0, "stop after this many steps; 0 = no limit")
     time_limit: str = opt("", "stop training after this long, e.g. 10m, 1h30m; empty = no limit")
@@ -267,7 +283,7 @@ class TrainConfig:
     tensorboard: bool = opt(False, "also log to RUN/tensorboard (needs the tensorboard extra)")
 
     def __post_init__(self) -> None:
-        _check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
+        _check(self.epochs >= 0, "epochs", f"must be >= 0, got {self.epochs}")
         _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         _check(self.max_steps >= 0, "max_steps", "must be >= 0")
         _check(self.patience >= 0, "patience", "must be >= 0")

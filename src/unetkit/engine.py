@@ -26,6 +26,7 @@ from unetkit.configio import build, merge, to_dict
 from unetkit.data import SplitRecord, read_splits
 from unetkit.datasets import BatchLoader, RandomCropDataset
 from unetkit.errors import DataError, TrainingError
+from unetkit.finetune import Source, lr_scale, start_from, transfer
 from unetkit.inference import tta_flips_for
 from unetkit.predict import Segmenter
 from unetkit.prepare import Prepared, demo_config, prepare_data
@@ -106,6 +107,8 @@ def fit(
     ctx = _context(config, rt, RunFolder(run_dir, rt.is_main), saved, task, TimeBudget(0.0, clock))
     state = _restore(ctx, saved) if saved else LoopState()
     planner = FillPlanner(ctx.budget, config.val_every, config.fill_time_limit and saved is None)
+    if ctx.config.epochs == 0 and saved is None:
+        save_starting_point(ctx, state)
     with _sigint(ctx), ctx.run.tensorboard(ctx.config.tensorboard):
         while state.epoch < ctx.config.epochs and not state.stopped:
             _replan(ctx, planner, state.epoch)
@@ -142,12 +145,15 @@ def _context(config, rt, run: RunFolder, saved, task: Task, budget: TimeBudget) 
         distributed.main_first(rt, lambda: demo_config(config, run.path))
         config = demo_config(config, run.path)
     prep = prepare_data(config, run.path, run.log, _saved_split(saved, run.path))
+    classes = task.classes or prep.classes
+    prep, source = _starting_point(prep, saved, len(classes), run.log)
     config = prep.config
     run.write_splits(prep.record)
     run.write_config(config, rt)
     torch.manual_seed(config.seed)
-    classes = task.classes or prep.classes
     training = build_training(config, rt, len(classes), config.data.in_channels + task.extra_channels)
+    if source is not None:
+        run.log(transfer(training.model, source, config.data.in_channels, task.extra_channels).summary())
     model, train_model = distributed.wrap_for_training(training.model, rt, config.sync_bn, config.compile)
     training.model = model
     n_train = len(prep.train)
@@ -161,6 +167,20 @@ def _context(config, rt, run: RunFolder, saved, task: Task, budget: TimeBudget) 
     )  # fmt: skip
     _describe(ctx)
     return ctx
+
+
+def _starting_point(prep: Prepared, saved, num_classes: int, log) -> tuple[Prepared, Source | None]:
+    """A new run resolves its --init: the source's network, and its input normalisation when the image
+    channels agree (the features were learnt on it). A resumed run has its weights and keeps the
+    normalisation it trained with."""
+    if saved is not None:
+        norm = saved.get("normalization")
+        return (dataclasses.replace(prep, mean=list(norm["mean"]), std=list(norm["std"])) if norm else prep), None
+    config, source = start_from(prep.config, num_classes, log)
+    prep = dataclasses.replace(prep, config=config)
+    if source is not None and source.image_channels == config.data.in_channels:
+        prep = dataclasses.replace(prep, mean=list(source.meta.mean), std=list(source.meta.std))
+    return prep, source
 
 
 def _saved_split(saved: dict | None, run_dir: Path) -> SplitRecord | None:
@@ -269,7 +289,7 @@ def train_one_epoch(ctx: Context, state: LoopState) -> dict:
         seed = step_seed(c.seed, state.epoch, b)
         x, target = ctx.batch_fn(images, masks, seed, ctx.train_model)
         stats["data_time"] += time.perf_counter() - t_data
-        stats["lr"] = _set_lr(ctx, state.step)
+        stats["lr"] = _set_lr(ctx, state.step, state.epoch)
         loss = train_step(ctx.train_model, x, target, c, rt, ctx.training, seed)
         if not math.isfinite(loss):
             raise TrainingError(
@@ -291,10 +311,10 @@ def train_one_epoch(ctx: Context, state: LoopState) -> dict:
     return stats
 
 
-def _set_lr(ctx: Context, step: int) -> float:
+def _set_lr(ctx: Context, step: int, epoch: int) -> float:
     lr = ctx.lr(step)
     for group in ctx.training.optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * lr_scale(group.get("encoder", False), ctx.config.finetune, epoch)
     return lr
 
 
@@ -372,6 +392,18 @@ def record_epoch(ctx: Context, state: LoopState, row: dict, score: float) -> Non
 
 def _payload(ctx: Context, train_state: dict) -> dict:
     return {**ctx.meta.to_payload(), "state_dict": ctx.training.model.state_dict(), "train_state": train_state}
+
+
+def save_starting_point(ctx: Context, state: LoopState) -> None:
+    """epochs 0: no training; the starting model (e.g. an --init one on this data) is validated and saved
+    as best.pt and last.pt, so it can be evaluated, exported or served like any trained one."""
+    stats = {"train_time": 0.0, "loss_sum": 0.0, "loss_n": 0, "images": 0, "data_time": 0.0, "lr": 0.0}
+    row, score = validate(ctx, state, stats)
+    state.history.append({**row, "epoch": 0, "train_loss": math.nan})
+    state.best = score
+    ctx.run.log(f"epochs 0: the starting point, not trained: val dice {row['val_dice']:.4f} iou {row['val_iou']:.4f}")
+    save_last(ctx, state)
+    ctx.run.save(_payload(ctx, {"epoch": 0, "step": 0, "best_score": score}), ctx.run.best)
 
 
 def save_last(ctx: Context, state: LoopState) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from unetkit import distributed, plots
+from unetkit import builtin, distributed, plots
 from unetkit.config import DataConfig, EvaluateConfig
 from unetkit.configio import build
 from unetkit.data import SplitChoice, SplitRecord, data_source, find_pairs, load_split, read_splits, record_splits
@@ -147,7 +147,12 @@ def eval_dataset(seg: Segmenter, config: EvaluateConfig, checkpoint_path: Path):
 
 
 def default_out(config: EvaluateConfig, split: str) -> Path:
-    return Path(config.out) if config.out else Path(config.checkpoint).resolve().parent.parent / f"eval-{split}"
+    """--out, else RUN/eval-SPLIT beside the checkpoint's run (a shipped model: runs/eval-NAME-SPLIT)."""
+    if config.out:
+        return Path(config.out)
+    if builtin.is_ref(config.checkpoint):
+        return Path("runs") / f"eval-{builtin.get(config.checkpoint).name}-{split}"
+    return Path(config.checkpoint).resolve().parent.parent / f"eval-{split}"
 
 
 def evaluate_checkpoint(config: EvaluateConfig, progress: bool = True) -> dict:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from unetkit.config import TrainConfig
+from unetkit.finetune import is_encoder
 from unetkit.losses import make_loss
 from unetkit.model import UNet
 from unetkit.runtime import Runtime
@@ -49,10 +50,17 @@ def build_model(config: TrainConfig, in_channels: int, num_classes: int) -> UNet
 
 
 def build_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    o = config.optim
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    """Weight decay on kernels only; the encoder gets groups of its own (marked "encoder") when
+    fine-tuning gives it another learning rate or freezes it (finetune.lr_scale)."""
+    o, ft = config.optim, config.finetune
+    split = ft.encoder_lr_scale != 1 or ft.freeze_encoder_epochs > 0
+    by_key: dict[tuple[bool, bool], list] = {}
+    for name, p in model.named_parameters():
+        by_key.setdefault((split and is_encoder(name), p.ndim > 1), []).append(p)
+    groups = [
+        {"params": ps, "weight_decay": o.weight_decay if decay else 0.0, "encoder": encoder}
+        for (encoder, decay), ps in by_key.items()
+    ]
     if o.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=True)
     if o.optimizer == "adam":

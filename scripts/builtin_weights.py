@@ -1,0 +1,219 @@
+"""Train, export and describe the pretrained weights shipped in src/unetkit/weights/ (`unetkit models`).
+
+Each model is trained on ../shared/data by `unetkit train` (never on GrabCut, which stays an evaluation
+set, and never on a test split), exported as fp16 safetensors, scored from the exported file with
+`unetkit evaluate`, and given a card (NAME.json for programs, NAME.md for people) that records the
+command, data, machine, training time and scores. They build on each other, in this order:
+
+    python scripts/builtin_weights.py clicks    # 60 min: click-guided model on duts2k (issue 3's recipe)
+    python scripts/builtin_weights.py objects   # 25 min more: plain RGB object masks, from the clicks model
+    python scripts/builtin_weights.py general   # 15 min more: CamVid's 11 classes, from the objects model
+
+A run folder (runs/builtin-NAME) that already holds best.pt is exported and scored, not retrained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+WEIGHTS = ROOT / "src" / "unetkit" / "weights"
+RUNS = ROOT / "runs"
+CAMVID = "sky,building,pole,road,pavement,tree,sign,fence,car,pedestrian,bicyclist"
+DUTS = ["--mask-threshold", "128", "--skip-bad", "--size", "192,192", "--epochs", "40", "--fill-time-limit",
+        "--val-every", "2"]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Recipe:
+    summary: str
+    kind: str
+    data: str  # folder under ../shared/data
+    flags: tuple[str, ...]
+    budget: str
+    init: str | None  # the recipe whose best.pt it starts from
+    trained_on: str
+
+
+RECIPES = {
+    "clicks": Recipe(
+        "click-guided objects: image + positive/negative clicks (+ previous mask) -> object mask; the default "
+        "model of `unetkit annotate` and the /v1/interactive API",
+        "interactive",
+        "duts2k",
+        ("--interactive", "--widths", "16,32,64,128", *DUTS, "--time-limit", "60m"),
+        "60m",
+        None,
+        "duts2k train split (70% of 2,000, seed 0; 15% val picks the checkpoint, 15% test held out)",
+    ),
+    "objects": Recipe(
+        "the main object(s) of a natural photo as a binary mask (salient objects); the starting point for "
+        "binary RGB data",
+        "binary",
+        "duts2k",
+        (*DUTS, "--time-limit", "25m"),
+        "25m",
+        "clicks",
+        "duts2k train split (the clicks model's split; its test split held out)",
+    ),
+    "general": Recipe(
+        "CamVid's 11 street-scene classes; the starting point for multi-class RGB data",
+        "multiclass",
+        "camvid",
+        ("--mask-mode", "index", "--ignore-value", "11", "--classes", CAMVID, "--time-budget", "15m"),
+        "15m",
+        "objects",  # fmt: skip
+        "duts2k (through the objects model), then CamVid's train split (val picks the checkpoint; test held out)",
+    ),
+}
+
+
+def run_dir(name: str) -> Path:
+    return RUNS / f"builtin-{name}"
+
+
+def train_command(name: str) -> list[str]:
+    r = RECIPES[name]
+    cmd = ["unetkit", "train", "--data", f"../shared/data/{r.data}", "--out", f"runs/builtin-{name}", *r.flags]
+    if r.init:
+        cmd += ["--init", f"runs/builtin-{r.init}/checkpoints/best.pt"]
+    return cmd
+
+
+def evaluate(ref: str, data: Path, out: Path, *extra: str) -> dict:
+    cmd = [sys.executable, "-m", "unetkit", "evaluate", ref, "--data", str(data), "--out", str(out), "--json", *extra]
+    return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout)
+
+
+def scores(name: str, run: Path) -> dict:
+    """Scores of the exported fp16 weights, on data the model never trained on."""
+    ref = f"builtin:{name}"
+    if name == "general":
+        s = evaluate(ref, DATA / "camvid", run / "eval-builtin", "--split", "test", "--ignore-value", "11")
+        return {"CamVid test mIoU (233 images)": round(s["mean_iou"], 3)}
+    duts = evaluate(ref, DATA / "duts2k", run / "eval-builtin", "--split", "test", "--mask-threshold", "128",
+                    "--skip-bad", *(["--clicks", "5"] if name == "clicks" else []))  # fmt: skip
+    grab = evaluate(ref, DATA / "grabcut", run / "eval-builtin-grabcut", "--split", "all", "--ignore-value", "128",
+                    *(["--clicks", "20"] if name == "clicks" else []))  # fmt: skip
+    if name == "clicks":
+        return {
+            "duts2k test IoU at 1/3/5 clicks": [round(duts["iou_at_clicks"][i], 3) for i in (0, 2, 4)],
+            "GrabCut (all 50) NoC@85/90": [grab["noc85"], grab["noc90"]],
+            "GrabCut IoU at 1/3/5 clicks": [round(grab["iou_at_clicks"][i], 3) for i in (0, 2, 4)],
+        }
+    return {
+        "duts2k test fg IoU": round(duts["classes"][1]["iou"], 3),
+        "GrabCut (all 50, never trained on) fg IoU": round(grab["classes"][1]["iou"], 3),
+    }
+
+
+def export(name: str, run: Path) -> Path:
+    """fp16 safetensors of best.pt into the package (the JSON beside it is replaced by the card)."""
+    from unetkit.api import export_safetensors, load_model
+
+    model, meta = load_model(run / "checkpoints" / "best.pt")
+    return export_safetensors(model.half(), meta, WEIGHTS / f"{name}.safetensors")
+
+
+def card(name: str, run: Path, weights: Path, score: dict) -> dict:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from common import machine
+    from unetkit.api import load_model
+
+    r = RECIPES[name]
+    model, meta = load_model(weights)
+    config = json.loads((run / "config.json").read_text())
+    log = (run / "train.log").read_text().splitlines()
+    done = [line for line in log if line.startswith("done (")]
+    return {
+        "name": name,
+        "summary": r.summary,
+        "kind": r.kind,
+        "interactive": meta.interactive,
+        "in_channels": meta.in_channels,
+        "classes": list(meta.classes),
+        "widths": list(meta.model.widths),
+        "input_size": list(meta.size),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "storage": "fp16 safetensors (tensors) + this JSON; loaded as fp32",
+        "trained_on": r.trained_on,
+        "never_trained_on": "GrabCut (an evaluation set), any test split",
+        "starts_from": f"builtin:{r.init}" if r.init else "random weights",
+        "command": " ".join(train_command(name)),
+        "reproduce": f"python scripts/builtin_weights.py {name}",
+        "training_budget": r.budget,
+        "training_log_end": done[-1] if done else "",
+        "machine": {**machine(), "runtime": config.get("runtime")},
+        "date": time.strftime("%Y-%m-%d"),
+        "scores": score,
+        "bytes": weights.stat().st_size,
+        "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+    }
+
+
+def write_card(info: dict, config: dict) -> None:
+    """NAME.json: the card and the checkpoint metadata, without the training split's file list (the
+    safetensors header keeps it; here its hash and counts say which split it was)."""
+    split = config.get("split") or {}
+    info = {
+        **info,
+        "split": {"hash": split.get("hash"), **{s: len(split.get(s, [])) for s in ("train", "val", "test")}},
+    }
+    config = {k: v for k, v in config.items() if k != "split"}
+    (WEIGHTS / f"{info['name']}.json").write_text(json.dumps({**info, "config": config}, indent=1) + "\n")
+    m = info["machine"]
+    lines = [
+        f"# builtin:{info['name']}",
+        "",
+        info["summary"] + ".",
+        "",
+        f"- Network: U-Net widths {info['widths']}, {info['parameters']:,} parameters, "
+        f"{info['in_channels']} image channels{' + 3 click channels' if info['interactive'] else ''}, "
+        f"trained at {info['input_size'][0]}x{info['input_size'][1]}; classes: {', '.join(info['classes'])}.",
+        f"- Storage: {info['storage']}; {info['bytes'] / 1e6:.2f} MB, sha256 {info['sha256'][:16]}...",
+        f"- Trained on: {info['trained_on']}. Never on: {info['never_trained_on']}.",
+        f"- Starts from: {info['starts_from']}; budget {info['training_budget']} of wall-clock training.",
+        f"- Command: `{info['command']}` (reproduce all steps: `{info['reproduce']}`).",
+        f"- Machine: {m['cpu']}, {m['threads']} threads, torch {m['torch']}; {info['training_log_end']}.",
+        f"- Date: {info['date']}.",
+        "",
+        "## Scores (of these fp16 weights, on data never trained on)",
+        "",
+        *[f"- {k}: {v}" for k, v in info["scores"].items()],
+        "",
+        "## Use",
+        "",
+        f"`unetkit train --data DIR --init builtin:{info['name']}` fine-tunes it on your data; "
+        f"`unetkit evaluate builtin:{info['name']} --data DIR` scores it as it is.",
+    ]
+    (WEIGHTS / f"{info['name']}.md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("names", nargs="+", choices=list(RECIPES))
+    args = ap.parse_args()
+    for name in args.names:
+        run = run_dir(name)
+        if not (run / "checkpoints" / "best.pt").is_file():
+            subprocess.run([sys.executable, "-m", "unetkit", *train_command(name)[1:]], check=True, cwd=ROOT)
+        weights = export(name, run)
+        config = json.loads(weights.with_suffix(".json").read_text())  # the checkpoint metadata export wrote
+        # A provisional card, so that builtin:NAME resolves while the exported weights are scored.
+        provisional = {"in_channels": config["input"]["in_channels"], "classes": config["classes"]}
+        weights.with_suffix(".json").write_text(json.dumps({**provisional, "interactive": bool(config["clicks"])}))
+        info = card(name, run, weights, scores(name, run))
+        write_card(info, config)
+        print(json.dumps(info["scores"]), flush=True)
+
+
+if __name__ == "__main__":
+    main()
