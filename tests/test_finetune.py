@@ -121,11 +121,12 @@ def test_encoder_learning_rate_scale_and_freezing():
     assert is_encoder("down.0.0.weight") and is_encoder("bottleneck.3.weight") and not is_encoder("up.0.up.weight")
 
 
-def test_time_budget_keeps_the_source_network(trained_run, demo_dir, tmp_path, monkeypatch):
+def test_time_budget_keeps_the_source_network_and_scale(trained_run, demo_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(autoconfig, "time_step", lambda config, k, steps=2: 0.01)
     cfg = tiny_config(data={"root": str(demo_dir)}, finetune={"init": str(trained_run.run_dir)})  # its best.pt
     planned = autoconfig.plan(cfg, budget_s=30, out=tmp_path, log=lambda *_: None)
     assert planned.model.widths == (8, 16, 32)  # the source's, not a candidate of the plan's
+    assert planned.data.size == (64, 64)  # and the input scale it was trained at
     why = json.loads((tmp_path / "autoconfig.json").read_text())
     assert {tuple(r["widths"]) for r in why["candidates_measured"]} == {(8, 16, 32)}
 
@@ -229,3 +230,18 @@ def test_shipped_objects_model_segments_real_photos(tmp_path):
                             out=str(tmp_path / "eval"))  # fmt: skip
     summary = evaluate_checkpoint(config, progress=False)
     assert summary["num_images"] == 10 and summary["classes"][1]["iou"] > 0.6
+
+
+def test_shipped_models_work_where_checkpoints_do(learn_dir, tmp_path):
+    import httpx
+
+    from serving import running_server
+    from unetkit.cli import build_parser
+
+    image = sorted((learn_dir / "test" / "images").iterdir())[0]
+    code, out = cli("predict", "builtin:objects", image, "--out", tmp_path / "masks")
+    assert code == 0 and (tmp_path / "masks" / f"{image.stem}.png").is_file()
+    with running_server("builtin:clicks") as (url, _):
+        info = httpx.get(url + "/v1/model", timeout=10).json()
+    assert info["interactive"] is True
+    assert build_parser().parse_args(["annotate", str(tmp_path)]).model == "builtin:clicks"

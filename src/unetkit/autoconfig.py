@@ -2,10 +2,10 @@
 machine, and pick width, input size, batch size and epochs so that training fits the budget.
 
 The rule, in order: prefer the largest input size (up to the data's own scale), then the widest
-network (fixed when the run starts from a trained model, --init), that still gets enough
-optimiser steps in the budget (at least 30 epochs' worth of steps, clamped to 300..2000). Step
-times come from one measured network scaled by convolution cost, and the chosen one is measured
-again. The reasoning is written to RUN/autoconfig.json.
+network, that still gets enough optimiser steps in the budget (at least 30 epochs' worth of steps,
+clamped to 300..2000). Step times come from one measured network scaled by convolution cost, and
+the chosen one is measured again. A run that starts from a trained model (--init) keeps its network
+and the input scale it was trained at; only batch and epochs are chosen. The reasoning is written to RUN/autoconfig.json.
 
 The epoch count planned here is a first estimate: training measures its real epoch time after the
 first epochs (data loading, validation and checkpoints included) and re-sets the epochs so the
@@ -145,14 +145,16 @@ def _trial_maker(config: TrainConfig, fp: dict):
 
 
 def _choose(
-    config: TrainConfig, fp: dict, budget_s: float, log, widths_options=WIDTHS
+    config: TrainConfig, fp: dict, budget_s: float, log, widths_options=WIDTHS, size: int | None = None
 ) -> tuple[TrainConfig, float, float, list[dict]]:
     """(chosen config, its measured seconds per step, seconds spent measuring, every candidate's row).
 
     Calibrate once on a mid-sized candidate, then predict every candidate's step time from its
-    convolution cost (measuring each would eat a short budget), then confirm the chosen one."""
+    convolution cost (measuring each would eat a short budget), then confirm the chosen one.
+    `size` fixes the short side (a fine-tuned model keeps the scale it learnt at)."""
     k, n_train = fp["num_classes"], fp["pairs"]["train"]
     sizes, trial_for = _trial_maker(config, fp)
+    sizes = [size] if size else sizes
     ref = trial_for(min(256, sizes[0]), widths_options[len(widths_options) // 2])
     t0 = time.perf_counter()
     ref_step = time_step(ref, k)
@@ -192,8 +194,10 @@ def plan(config: TrainConfig, budget_s: float, out: Path | None = None, log=prin
     # epochs are left to choose.
     config, source = start_from(config, fp["num_classes"], log)
     config = resolve_norm(config, fp["pairs"]["train"])  # time the normalisation the run will use
-    widths = (config.model.widths,) if source else WIDTHS
-    trial, step, spent, rows = _choose(config, fp, budget_s, log, widths)
+    if source:  # the source's network, at the input scale it was trained at (measured: benchmarks/finetune.py)
+        trial, step, spent, rows = _choose(config, fp, budget_s, log, (config.model.widths,), min(source.meta.size))
+    else:
+        trial, step, spent, rows = _choose(config, fp, budget_s, log)
     steps_per_epoch = max(1, fp["pairs"]["train"] // trial.batch_size)
     epochs, epoch_s = epochs_for_budget(
         budget_s - spent / BUDGET_SHARE, steps_per_epoch, step, fp["pairs"]["val"], trial.batch_size

@@ -1,4 +1,4 @@
-"""`unetkit annotate DIR --model CKPT`: label a folder's images in the browser, starting from the
+"""`unetkit annotate DIR [--model CKPT]`: label a folder's images in the browser, starting from the
 model's automatic masks (serve_annotate.py), on loopback by default."""
 
 from __future__ import annotations
@@ -12,7 +12,11 @@ HELP = "label a folder's images in the browser, starting from a model's masks (c
 def add_parser(sub) -> None:
     p = sub.add_parser("annotate", help=HELP, description=HELP)
     p.add_argument("folder", help="folder with images/; accepted masks are written to FOLDER/masks/<stem>.png")
-    p.add_argument("--model", required=True, help="checkpoint (.pt or .safetensors); a click model enables clicks")
+    p.add_argument(
+        "--model",
+        default="builtin:clicks",
+        help="checkpoint (.pt or .safetensors) or builtin:NAME; a click model enables clicks (default: builtin:clicks)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     p.add_argument("--engine", default="torch", help="torch | onnxruntime | openvino | auto (default: torch)")

@@ -14,7 +14,7 @@ HELP = "metrics of a checkpoint on a dataset, at the masks' own resolution"
 
 def add_parser(sub) -> None:
     p = sub.add_parser("evaluate", help=HELP, description=HELP)
-    p.add_argument("checkpoint", help="checkpoint file (.pt) written by unetkit train")
+    p.add_argument("checkpoint", help="checkpoint file (.pt) written by unetkit train, or builtin:NAME")
     p.add_argument("--data", required=True, help="dataset folder or CSV file")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     add_flags(p, EvaluateConfig, skip=("checkpoint", "data"), title="evaluation")

@@ -10,7 +10,7 @@ HELP = "export a checkpoint to ONNX, safetensors or a Triton model repository, v
 
 def add_parser(sub) -> None:
     p = sub.add_parser("export", help=HELP, description=HELP)
-    p.add_argument("checkpoint", help="checkpoint file (.pt) written by unetkit train")
+    p.add_argument("checkpoint", help="checkpoint file (.pt) written by unetkit train, or builtin:NAME")
     p.add_argument("--format", required=True, choices=["onnx", "safetensors", "triton"], help="what to write")
     p.add_argument(
         "--out", required=True, help="output file (.onnx, .safetensors) or, for triton, the repository folder"

@@ -13,7 +13,7 @@ HELP = "segment images into mask files"
 
 def add_parser(sub) -> None:
     p = sub.add_parser("predict", help=HELP, description=HELP)
-    p.add_argument("checkpoint", help="checkpoint file (.pt) written by unetkit train")
+    p.add_argument("checkpoint", help="checkpoint file (.pt) written by unetkit train, or builtin:NAME")
     p.add_argument("inputs", nargs="+", help="image files, folders or globs")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument(

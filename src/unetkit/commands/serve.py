@@ -9,7 +9,7 @@ HELP = "serve a model over HTTP (API + browser page)"
 
 def add_parser(sub) -> None:
     p = sub.add_parser("serve", help=HELP, description=HELP)
-    p.add_argument("checkpoint", help="checkpoint (.pt) or .safetensors export")
+    p.add_argument("checkpoint", help="checkpoint (.pt), .safetensors export, or builtin:NAME (unetkit models)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     p.add_argument("--engine", default="torch", help="torch | onnxruntime | openvino | auto (default: torch)")
@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     import json
     import os
 
+    from unetkit import builtin
     from unetkit.errors import ConfigError
 
     try:
@@ -45,11 +46,14 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(
             "serve: --workers and --slots >= 1, --queue >= 0, and positive --max-upload-mb/--max-pixels/--timeout"
         )
-    if not os.path.exists(args.checkpoint):
-        raise ConfigError(f"{args.checkpoint}: checkpoint not found; give the path to a .pt or .safetensors file")
+    checkpoint = builtin.get(args.checkpoint).path if builtin.is_ref(args.checkpoint) else args.checkpoint
+    if not os.path.exists(checkpoint):
+        raise ConfigError(
+            f"{args.checkpoint}: checkpoint not found; give the path to a .pt or .safetensors file, or builtin:NAME"
+        )
     limits = Limits(int(args.max_upload_mb * 2**20), args.max_pixels, args.slots, args.queue, args.timeout)
     threads = max(1, (os.cpu_count() or 1) // args.workers) if args.workers > 1 else 0
-    spec = ServeSpec(os.path.abspath(args.checkpoint), args.engine, args.device, limits, threads)
+    spec = ServeSpec(os.path.abspath(checkpoint), args.engine, args.device, limits, threads)
     where = f"http://{args.host}:{args.port}/"
     if args.workers == 1:
         app = build_app(spec)  # load errors surface here, before the port is bound
