@@ -5,7 +5,8 @@ The rule, in order: prefer the largest input size (up to the data's own scale), 
 network, that still gets enough optimiser steps in the budget (at least 30 epochs' worth of steps,
 clamped to 300..2000). Step times come from one measured network scaled by convolution cost, and
 the chosen one is measured again. A run that starts from a trained model (--init) keeps its network
-and the input scale it was trained at; only batch and epochs are chosen. The reasoning is written to RUN/autoconfig.json.
+and the input scale it was trained at; only batch and epochs are chosen. The reasoning is written
+to RUN/autoconfig.json.
 
 The epoch count planned here is a first estimate: training measures its real epoch time after the
 first epochs (data loading, validation and checkpoints included) and re-sets the epochs so the
