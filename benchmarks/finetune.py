@@ -83,6 +83,7 @@ def table(results: Path = RESULTS) -> str:
                     f"- {ds}: from {rec} at 5 min {np.mean(ft5):.3f} vs from scratch at 10 min {np.mean(sc10):.3f}: "
                     + ("fine-tuned at 5 min is as good or better" if ok else "from scratch at 10 min is better")
                 )
+    notes = {r["recipe"]: r["note"] for r in rows if r.get("note")}
     shipped = [r for r in rows if not r["budget_s"]]
     extra = [
         f"- {r['dataset']}, {r['recipe']}, all {r['num_test_images']} images, no GrabCut image in its training: "
@@ -100,6 +101,7 @@ def table(results: Path = RESULTS) -> str:
         "deviation over seeds (n runs); cells without n are one seed (0).",
         "",
         *lines,
+        *[f"\n{rec}: {note}." for rec, note in notes.items()],
         "",
         "Target (fine-tuned at 5 min >= from scratch at 10 min):",
         "",
