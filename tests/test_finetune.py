@@ -121,14 +121,23 @@ def test_encoder_learning_rate_scale_and_freezing():
     assert is_encoder("down.0.0.weight") and is_encoder("bottleneck.3.weight") and not is_encoder("up.0.up.weight")
 
 
-def test_time_budget_keeps_the_source_network_and_scale(trained_run, demo_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(autoconfig, "time_step", lambda config, k, steps=2: 0.01)
+def test_time_budget_keeps_the_source_network_and_never_goes_below_its_scale(
+    trained_run, demo_dir, tmp_path, monkeypatch
+):
     cfg = tiny_config(data={"root": str(demo_dir)}, finetune={"init": str(trained_run.run_dir)})  # its best.pt
+    monkeypatch.setattr(autoconfig, "time_step", lambda config, k, steps=2: 10.0)  # nothing is affordable
     planned = autoconfig.plan(cfg, budget_s=30, out=tmp_path, log=lambda *_: None)
     assert planned.model.widths == (8, 16, 32)  # the source's, not a candidate of the plan's
-    assert planned.data.size == (64, 64)  # and the input scale it was trained at
+    assert planned.data.size == (64, 64)  # the input scale it was trained at, not the plan's 128 fallback
     why = json.loads((tmp_path / "autoconfig.json").read_text())
     assert {tuple(r["widths"]) for r in why["candidates_measured"]} == {(8, 16, 32)}
+    # A fine-tune needs half the steps of a run from scratch, so it may afford a finer scale.
+    monkeypatch.setattr(autoconfig, "time_step", lambda config, k, steps=2: 0.01)
+    planned = autoconfig.plan(cfg, budget_s=30, out=tmp_path, log=lambda *_: None)
+    assert planned.data.size == (128, 128) and planned.model.widths == (8, 16, 32)
+    needed = {r["size"][0]: r["steps_needed"] for r in json.loads((tmp_path / "autoconfig.json").read_text())[
+        "candidates_measured"] if "steps_needed" in r}  # fmt: skip
+    assert needed == {128: 150, 64: 150}  # half of the from-scratch minimum of 300
 
 
 def test_bad_init_references_say_what_exists(learn_dir, tmp_path):

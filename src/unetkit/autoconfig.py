@@ -4,9 +4,9 @@ machine, and pick width, input size, batch size and epochs so that training fits
 The rule, in order: prefer the largest input size (up to the data's own scale), then the widest
 network, that still gets enough optimiser steps in the budget (at least 30 epochs' worth of steps,
 clamped to 300..2000). Step times come from one measured network scaled by convolution cost, and
-the chosen one is measured again. A run that starts from a trained model (--init) keeps its network
-and the input scale it was trained at; only batch and epochs are chosen. The reasoning is written
-to RUN/autoconfig.json.
+the chosen one is measured again. A run that starts from a trained model (--init) keeps its network,
+never goes below the input scale it was trained at, and needs half the steps (it starts converged),
+so it can afford a finer scale than a run from scratch. The reasoning is written to RUN/autoconfig.json.
 
 The epoch count planned here is a first estimate: training measures its real epoch time after the
 first epochs (data loading, validation and checkpoints included) and re-sets the epochs so the
@@ -34,6 +34,7 @@ from unetkit.steps import build_training, load_batch, resolve_norm, train_step
 WIDTHS = ((16, 32, 64, 128), (32, 64, 128, 256), (64, 128, 256, 512))
 SIZES = (512, 384, 256, 192, 128)
 BUDGET_SHARE = 0.85  # of the budget planned for training; the rest covers validation and slack
+FINETUNE_STEPS = 0.5  # share of the from-scratch step need a fine-tune needs (benchmarks/finetune.py)
 
 
 def fingerprint(config: TrainConfig) -> dict:
@@ -146,16 +147,24 @@ def _trial_maker(config: TrainConfig, fp: dict):
 
 
 def _choose(
-    config: TrainConfig, fp: dict, budget_s: float, log, widths_options=WIDTHS, size: int | None = None
+    config: TrainConfig,
+    fp: dict,
+    budget_s: float,
+    log,
+    widths_options=WIDTHS,
+    min_size: int | None = None,
+    steps_share: float = 1.0,
 ) -> tuple[TrainConfig, float, float, list[dict]]:
     """(chosen config, its measured seconds per step, seconds spent measuring, every candidate's row).
 
     Calibrate once on a mid-sized candidate, then predict every candidate's step time from its
     convolution cost (measuring each would eat a short budget), then confirm the chosen one.
-    `size` fixes the short side (a fine-tuned model keeps the scale it learnt at)."""
+    `min_size` is the smallest short side allowed (a fine-tuned model's training scale: below it the
+    objects look smaller than anything it learnt); `steps_share` scales the steps a candidate needs."""
     k, n_train = fp["num_classes"], fp["pairs"]["train"]
     sizes, trial_for = _trial_maker(config, fp)
-    sizes = [size] if size else sizes
+    if min_size:
+        sizes = [s for s in sizes if s > min_size] + [min_size]
     ref = trial_for(min(256, sizes[0]), widths_options[len(widths_options) // 2])
     t0 = time.perf_counter()
     ref_step = time_step(ref, k)
@@ -167,7 +176,7 @@ def _choose(
         for widths in reversed(widths_options):
             trial = trial_for(size, widths)
             step = ref_step * unet_macs(trial) * trial.batch_size / ref_cost
-            needed = int(min(2000, max(300, 30 * max(1, n_train // trial.batch_size))))
+            needed = int(steps_share * min(2000, max(300, 30 * max(1, n_train // trial.batch_size))))
             affordable = int((BUDGET_SHARE * budget_s - spent) / step)
             rows.append(_row(trial, step, False, steps_needed=needed, steps_affordable=affordable))
             if affordable >= needed and chosen is None:
@@ -195,8 +204,9 @@ def plan(config: TrainConfig, budget_s: float, out: Path | None = None, log=prin
     # epochs are left to choose.
     config, source = start_from(config, fp["num_classes"], log)
     config = resolve_norm(config, fp["pairs"]["train"])  # time the normalisation the run will use
-    if source:  # the source's network, at the input scale it was trained at (measured: benchmarks/finetune.py)
-        trial, step, spent, rows = _choose(config, fp, budget_s, log, (config.model.widths,), min(source.meta.size))
+    if source:  # the source's network, at or above its training scale (measured: benchmarks/finetune.py)
+        widths, floor = (config.model.widths,), min(source.meta.size)
+        trial, step, spent, rows = _choose(config, fp, budget_s, log, widths, floor, FINETUNE_STEPS)
     else:
         trial, step, spent, rows = _choose(config, fp, budget_s, log)
     steps_per_epoch = max(1, fp["pairs"]["train"] // trial.batch_size)
