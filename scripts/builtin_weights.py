@@ -1,7 +1,7 @@
 """Train, export and describe the pretrained weights shipped in src/unetkit/weights/ (`unetkit models`).
 
 Each model is trained on ../shared/data by `unetkit train` (never on GrabCut, which stays an evaluation
-set, and never on a test split), exported as fp16 safetensors, scored from the exported file with
+set, and never on a test split), exported as int8 safetensors, scored from the exported file with
 `unetkit evaluate`, and given a card (NAME.json for programs, NAME.md for people) that records the
 command, data, machine, training time and scores. They build on each other, in this order:
 
@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 WEIGHTS = ROOT / "src" / "unetkit" / "weights"
 RUNS = ROOT / "runs"
+STORAGE = "int8"
 CAMVID = "sky,building,pole,road,pavement,tree,sign,fence,car,pedestrian,bicyclist"
 DUTS = ["--mask-threshold", "128", "--skip-bad", "--size", "192,192", "--epochs", "40", "--fill-time-limit",
         "--val-every", "2"]  # fmt: skip
@@ -94,7 +95,7 @@ def evaluate(ref: str, data: Path, out: Path, *extra: str) -> dict:
 
 
 def scores(name: str, run: Path) -> dict:
-    """Scores of the exported fp16 weights, on data the model never trained on."""
+    """Scores of the exported weights, on data the model never trained on."""
     ref = f"builtin:{name}"
     if name == "general":
         s = evaluate(ref, DATA / "camvid", run / "eval-builtin", "--split", "test", "--ignore-value", "11")
@@ -116,11 +117,12 @@ def scores(name: str, run: Path) -> dict:
 
 
 def export(name: str, run: Path) -> Path:
-    """fp16 safetensors of best.pt into the package (the JSON beside it is replaced by the card)."""
+    """int8 safetensors of best.pt into the package (unetkit.quantize: per-channel int8 kernels, fp16
+    norms; three models fit the ~10 MB the package allows). The JSON beside it is replaced by the card."""
     from unetkit.api import export_safetensors, load_model
 
     model, meta = load_model(run / "checkpoints" / "best.pt")
-    return export_safetensors(model.half(), meta, WEIGHTS / f"{name}.safetensors")
+    return export_safetensors(model, meta, WEIGHTS / f"{name}.safetensors", STORAGE)
 
 
 def card(name: str, run: Path, weights: Path, score: dict) -> dict:
@@ -143,7 +145,8 @@ def card(name: str, run: Path, weights: Path, score: dict) -> dict:
         "widths": list(meta.model.widths),
         "input_size": list(meta.size),
         "parameters": sum(p.numel() for p in model.parameters()),
-        "storage": "fp16 safetensors (tensors) + this JSON; loaded as fp32",
+        "storage": f"{STORAGE} safetensors (int8 kernels, one fp32 scale per output channel; fp16 norms and "
+        "biases) + this JSON; loaded as fp32",
         "trained_on": r.trained_on,
         "never_trained_on": "GrabCut (an evaluation set), any test split",
         "starts_from": f"builtin:{r.init}" if r.init else "random weights",
@@ -185,7 +188,7 @@ def write_card(info: dict, config: dict) -> None:
         f"- Machine: {m['cpu']}, {m['threads']} threads, torch {m['torch']}; {info['training_log_end']}.",
         f"- Date: {info['date']}.",
         "",
-        "## Scores (of these fp16 weights, on data never trained on)",
+        f"## Scores (of these {STORAGE} weights, on data never trained on)",
         "",
         *[f"- {k}: {v}" for k, v in info["scores"].items()],
         "",

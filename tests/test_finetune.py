@@ -121,23 +121,53 @@ def test_encoder_learning_rate_scale_and_freezing():
     assert is_encoder("down.0.0.weight") and is_encoder("bottleneck.3.weight") and not is_encoder("up.0.up.weight")
 
 
-def test_time_budget_keeps_the_source_network_and_never_goes_below_its_scale(
+def test_time_budget_keeps_the_source_network_and_its_scale_on_its_own_task(
     trained_run, demo_dir, tmp_path, monkeypatch
 ):
+    monkeypatch.setattr(autoconfig, "time_step", lambda config, k, steps=2: 0.01)  # everything is affordable
     cfg = tiny_config(data={"root": str(demo_dir)}, finetune={"init": str(trained_run.run_dir)})  # its best.pt
-    monkeypatch.setattr(autoconfig, "time_step", lambda config, k, steps=2: 10.0)  # nothing is affordable
-    planned = autoconfig.plan(cfg, budget_s=30, out=tmp_path, log=lambda *_: None)
+    lines = []
+    planned = autoconfig.plan(cfg, budget_s=30, out=tmp_path, log=lines.append)
     assert planned.model.widths == (8, 16, 32)  # the source's, not a candidate of the plan's
-    assert planned.data.size == (64, 64)  # the input scale it was trained at, not the plan's 128 fallback
     why = json.loads((tmp_path / "autoconfig.json").read_text())
     assert {tuple(r["widths"]) for r in why["candidates_measured"]} == {(8, 16, 32)}
-    # A fine-tune needs half the steps of a run from scratch, so it may afford a finer scale.
+    # The demo data is the source's own task: it scores well as it is, so its 64 px scale is kept
+    # although the plan could afford 128.
+    score = why["init"]["zero_shot_val_score"]
+    assert score >= autoconfig.SAME_TASK_IOU and why["init"]["same_task"]
+    assert planned.data.size == (64, 64)
+    assert f"scores {score:.3f} on val as it is: its task; its 64x64 scale is kept" in "\n".join(lines)
+
+
+def test_time_budget_plans_the_scale_of_a_new_task_with_half_the_steps(trained_run, demo_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(autoconfig, "time_step", lambda config, k, steps=2: 0.01)
+    monkeypatch.setattr(autoconfig, "zero_shot", lambda source, config, checked: 0.1)  # poor as it is
+    cfg = tiny_config(data={"root": str(demo_dir)}, finetune={"init": str(trained_run.run_dir)})
     planned = autoconfig.plan(cfg, budget_s=30, out=tmp_path, log=lambda *_: None)
     assert planned.data.size == (128, 128) and planned.model.widths == (8, 16, 32)
-    needed = {r["size"][0]: r["steps_needed"] for r in json.loads((tmp_path / "autoconfig.json").read_text())[
-        "candidates_measured"] if "steps_needed" in r}  # fmt: skip
-    assert needed == {128: 150, 64: 150}  # half of the from-scratch minimum of 300
+    why = json.loads((tmp_path / "autoconfig.json").read_text())
+    assert why["init"] == {"source": str(trained_run.run_dir), "zero_shot_val_score": 0.1, "same_task": False}
+    needed = {r["size"][0]: r["steps_needed"] for r in why["candidates_measured"] if "steps_needed" in r}
+    assert needed == {128: 150}  # half of the from-scratch minimum of 300
+
+
+def test_zero_shot_scores_the_source_as_it_is_or_says_it_cannot(trained_run, learn_dir, multiclass_dir):
+    from unetkit.datacheck import check_dataset
+    from unetkit.finetune import load_source, zero_shot
+
+    source = load_source(str(trained_run.best_checkpoint))
+    cfg = tiny_config(data={"root": str(learn_dir)})
+    checked = check_dataset(cfg.data)
+    score = zero_shot(source, cfg, checked)
+    # the same number unetkit evaluate gives on that val split (the run's own split of this data)
+    code, out = cli("evaluate", trained_run.best_checkpoint, "--data", learn_dir, "--split", "val", "--precision",
+                    "fp32", "--json", "--out", learn_dir.parent / "eval-zero-shot")  # fmt: skip
+    s = json.loads(out[out.index("{") :])
+    assert score == pytest.approx(s["classes"][1]["iou"], abs=1e-6) and score > 0.5
+    mc = tiny_config(data={"root": str(multiclass_dir)})
+    assert zero_shot(source, mc, check_dataset(mc.data)) is None  # other classes: cannot be scored as it is
+    grey = tiny_config(data={"root": str(learn_dir), "in_channels": 1})
+    assert zero_shot(source, grey, checked) is None  # other input channels
 
 
 def test_bad_init_references_say_what_exists(learn_dir, tmp_path):
@@ -204,9 +234,10 @@ def test_shipped_models_are_small_carded_and_load():
     models = {b.name: b for b in builtin.available()}
     assert {"objects", "general", "clicks"} <= set(models)
     total = sum(b.path.stat().st_size for b in models.values())
-    assert total < 12.5e6, f"{total / 1e6:.1f} MB of shipped weights"  # 3 models of ~4 MB
+    assert total <= 10e6, f"{total / 1e6:.1f} MB of shipped weights"  # int8: 3 models of ~2 MB
     for b in models.values():
         card = b.card
+        assert card["storage"].startswith("int8 safetensors")
         assert card["sha256"] == hashlib.sha256(b.path.read_bytes()).hexdigest()
         assert card["command"].startswith("unetkit train") and card["reproduce"].startswith("python scripts/")
         assert card["scores"] and "GrabCut" in card["never_trained_on"] and b.path.with_suffix(".md").is_file()

@@ -4,9 +4,11 @@ machine, and pick width, input size, batch size and epochs so that training fits
 The rule, in order: prefer the largest input size (up to the data's own scale), then the widest
 network, that still gets enough optimiser steps in the budget (at least 30 epochs' worth of steps,
 clamped to 300..2000). Step times come from one measured network scaled by convolution cost, and
-the chosen one is measured again. A run that starts from a trained model (--init) keeps its network,
-never goes below the input scale it was trained at, and needs half the steps (it starts converged),
-so it can afford a finer scale than a run from scratch. The reasoning is written to RUN/autoconfig.json.
+the chosen one is measured again. A run that starts from a trained model (--init) keeps its network.
+If the model already does this task (it scores >= 0.5 IoU on the validation split as it is), the
+input scale it was trained at is kept too: finer scales shrink what it learnt to recognise. Otherwise
+the task is new: the scale is planned as from scratch, but a fine-tune needs half the steps, so it
+can afford a finer one. The reasoning is written to RUN/autoconfig.json.
 
 The epoch count planned here is a first estimate: training measures its real epoch time after the
 first epochs (data loading, validation and checkpoints included) and re-sets the epochs so the
@@ -26,7 +28,7 @@ import torch
 
 from unetkit.config import TrainConfig
 from unetkit.datacheck import check_dataset, class_names
-from unetkit.finetune import start_from
+from unetkit.finetune import start_from, zero_shot
 from unetkit.prepare import demo_config
 from unetkit.runtime import setup
 from unetkit.steps import build_training, load_batch, resolve_norm, train_step
@@ -35,11 +37,13 @@ WIDTHS = ((16, 32, 64, 128), (32, 64, 128, 256), (64, 128, 256, 512))
 SIZES = (512, 384, 256, 192, 128)
 BUDGET_SHARE = 0.85  # of the budget planned for training; the rest covers validation and slack
 FINETUNE_STEPS = 0.5  # share of the from-scratch step need a fine-tune needs (benchmarks/finetune.py)
+SAME_TASK_IOU = 0.5  # a source this good on the val split as it is already does the task
 
 
-def fingerprint(config: TrainConfig) -> dict:
-    """Image sizes, class count and frequencies, foreground fraction, dataset size."""
-    report, splits, spec = check_dataset(config.data)
+def fingerprint(config: TrainConfig, checked=None) -> dict:
+    """Image sizes, class count and frequencies, foreground fraction, dataset size. `checked`:
+    check_dataset's result when the caller has it already."""
+    report, splits, spec = checked or check_dataset(config.data)
     sizes = sorted(report.sizes.elements())
     widths = sorted(w for w, _ in sizes)
     heights = sorted(h for _, h in sizes)
@@ -152,19 +156,17 @@ def _choose(
     budget_s: float,
     log,
     widths_options=WIDTHS,
-    min_size: int | None = None,
+    size: int | None = None,
     steps_share: float = 1.0,
 ) -> tuple[TrainConfig, float, float, list[dict]]:
     """(chosen config, its measured seconds per step, seconds spent measuring, every candidate's row).
 
     Calibrate once on a mid-sized candidate, then predict every candidate's step time from its
     convolution cost (measuring each would eat a short budget), then confirm the chosen one.
-    `min_size` is the smallest short side allowed (a fine-tuned model's training scale: below it the
-    objects look smaller than anything it learnt); `steps_share` scales the steps a candidate needs."""
+    `size` fixes the short side; `steps_share` scales the steps a candidate needs."""
     k, n_train = fp["num_classes"], fp["pairs"]["train"]
     sizes, trial_for = _trial_maker(config, fp)
-    if min_size:
-        sizes = [s for s in sizes if s > min_size] + [min_size]
+    sizes = [size] if size else sizes
     ref = trial_for(min(256, sizes[0]), widths_options[len(widths_options) // 2])
     t0 = time.perf_counter()
     ref_step = time_step(ref, k)
@@ -195,18 +197,36 @@ def _choose(
     return chosen, step, spent, rows
 
 
+def _transfer_line(source, score: float | None, same: bool) -> str:
+    scale = "x".join(map(str, source.meta.size))
+    if score is None:
+        return f"autoconfig: {source.ref} predicts other classes or inputs: a new task; the scale is planned"
+    if same:
+        return f"autoconfig: {source.ref} scores {score:.3f} on val as it is: its task; its {scale} scale is kept"
+    return f"autoconfig: {source.ref} scores {score:.3f} on val as it is: a new task; the scale is planned"
+
+
 def plan(config: TrainConfig, budget_s: float, out: Path | None = None, log=print) -> TrainConfig:
     """Return `config` with model widths, size, batch size, epochs and time limit set for the budget."""
     if config.data.root is None and config.data.csv is None:
         config = demo_config(config, out or Path("."))
-    fp = fingerprint(config)
+    checked = check_dataset(config.data)
+    fp = fingerprint(config, checked)
     # A starting model (--init, or a shipped one that fits) fixes the network: only size, batch and
     # epochs are left to choose.
     config, source = start_from(config, fp["num_classes"], log)
     config = resolve_norm(config, fp["pairs"]["train"])  # time the normalisation the run will use
-    if source:  # the source's network, at or above its training scale (measured: benchmarks/finetune.py)
-        widths, floor = (config.model.widths,), min(source.meta.size)
-        trial, step, spent, rows = _choose(config, fp, budget_s, log, widths, floor, FINETUNE_STEPS)
+    transfer = {}
+    if source:
+        t0 = time.perf_counter()
+        widths, score = (config.model.widths,), zero_shot(source, config, checked)
+        scored_s = time.perf_counter() - t0
+        same = score is not None and score >= SAME_TASK_IOU
+        transfer = {"source": source.ref, "zero_shot_val_score": score, "same_task": same}
+        log(_transfer_line(source, score, same))
+        keep = min(source.meta.size) if same else None
+        trial, step, spent, rows = _choose(config, fp, budget_s - scored_s, log, widths, keep, FINETUNE_STEPS)
+        spent += scored_s
     else:
         trial, step, spent, rows = _choose(config, fp, budget_s, log)
     steps_per_epoch = max(1, fp["pairs"]["train"] // trial.batch_size)
@@ -226,6 +246,7 @@ def plan(config: TrainConfig, budget_s: float, out: Path | None = None, log=prin
         "fingerprint": fp,
         "candidates_measured": rows,
         "measurement_seconds": round(spent, 1),
+        **({"init": transfer} if transfer else {}),
         "chosen": {
             **{k: v for k, v in _row(final, step, True).items() if k not in ("batch", "measured")},
             "batch_size": final.batch_size,

@@ -1,7 +1,7 @@
 """The pretrained weights shipped inside the package (unetkit/weights/): for each NAME a
-NAME.safetensors (fp16 tensors + the checkpoint metadata as JSON, no pickle), NAME.json (its card:
-what it was trained on, with which command, on which machine, and its scores) and NAME.md (the card
-for people). `builtin:NAME` names one wherever a checkpoint path is accepted."""
+NAME.safetensors (int8 kernels and fp16 norms, see unetkit.quantize, with the checkpoint metadata as
+JSON; no pickle), NAME.json (its card: what it was trained on, with which command, on which machine,
+and its scores) and NAME.md (the card for people). `builtin:NAME` names one wherever a checkpoint path is accepted."""
 
 from __future__ import annotations
 

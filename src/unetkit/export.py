@@ -19,6 +19,7 @@ from unetkit import __version__
 from unetkit.checkpoint import ModelMeta, build_model, load_model
 from unetkit.errors import ConfigError, UnetkitError
 from unetkit.model import ConvBlock, UNet
+from unetkit.quantize import dequantize_state, quantize_state
 
 LOGIT_TOL = 1e-3  # max |logit difference| allowed between the export and PyTorch (fp32)
 MASK_TOL = 1e-3  # share of mask pixels allowed to differ (threshold/argmax ties at boundaries)
@@ -154,11 +155,14 @@ def export_onnx(model: UNet, meta: ModelMeta, out: Path, variant: str = "e2e", o
 # safetensors: weights + a JSON config, no pickle
 
 
-def export_safetensors(model: UNet, meta: ModelMeta, out: Path) -> Path:
+def export_safetensors(model: UNet, meta: ModelMeta, out: Path, storage: str | None = None) -> Path:
+    """Weights as the model holds them, or in `storage` (fp32 | fp16 | int8: unetkit.quantize), with the
+    metadata in the header and beside it."""
     st = _need("safetensors.torch")
     out.parent.mkdir(parents=True, exist_ok=True)
     payload = meta.to_payload()
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    state = quantize_state(state, storage) if storage else state
     st.save_file(state, str(out), metadata={"unetkit": json.dumps(payload)})
     out.with_suffix(".json").write_text(json.dumps(payload, indent=1))
     return out
@@ -171,7 +175,7 @@ def load_safetensors(path: str | Path) -> tuple[UNet, ModelMeta]:
     try:
         with st.safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no items())
+            state = dequantize_state({k: f.get_tensor(k) for k in f.keys()})  # noqa: SIM118 (no items())
     except Exception as e:
         raise ExportError(f"{path}: not a readable safetensors file ({e})") from None
     if "unetkit" not in header:

@@ -178,3 +178,27 @@ def transfer(model: torch.nn.Module, source: Source, image_channels: int, extra_
 
 def _shape(t: torch.Tensor) -> str:
     return "x".join(str(d) for d in t.shape)
+
+
+def zero_shot(source: Source, config: TrainConfig, checked, max_images: int = 32) -> float | None:
+    """The source's score on this data's validation split as it is (binary: foreground IoU, else
+    mean IoU; at most `max_images`), or None when it cannot be scored as it is: other input channels,
+    other classes, or a click model. `checked` is datacheck.check_dataset's (report, splits, spec).
+    Planning uses it to tell the source's own task (keep its scale) from a new one."""
+    from unetkit.checkpoint import build_model
+    from unetkit.datasets import SegmentationDataset
+    from unetkit.evaluation import evaluate
+    from unetkit.predict import Segmenter
+    from unetkit.runtime import setup
+
+    report, splits, spec = checked
+    same_io = source.image_channels == config.data.in_channels and not source.meta.interactive
+    if not same_io or len(source.meta.classes) != spec.num_classes:
+        return None
+    pairs = [p for p in splits.get("val", []) if str(p.image) not in report.bad_pairs][:max_images]
+    if not pairs:
+        return None
+    model = build_model(source.meta, source.state, source.ref).eval()
+    seg = Segmenter(model, source.meta, setup("cpu", "fp32", channels_last=False))
+    s = evaluate(seg, SegmentationDataset(pairs, spec, config.data.in_channels, None, dtype=torch.float32)).scores
+    return s["classes"][1]["iou"] if spec.num_classes == 2 else s["mean_iou"]
