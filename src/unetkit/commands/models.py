@@ -29,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
         scores = "; ".join(f"{k} {v}" for k, v in c.get("scores", {}).items())
         print(f"{b.ref}  ({c['kind']}, {c['in_channels']} image channels, classes: {', '.join(b.classes)})")
         print(f"    {c['summary']}")
-        print(f"    network widths {c['widths']}, {c['parameters']:,} parameters, {size_kb:.0f} KiB {c['storage'].split()[0]}; "
+        storage = c.get("storage", "").split(" ")[0]
+        print(f"    network widths {c['widths']}, {c['parameters']:,} parameters, {size_kb:.0f} KiB {storage}; "
               f"trained on {c['trained_on']}")  # fmt: skip
         if scores:
             print(f"    scores: {scores}")
