@@ -151,6 +151,16 @@ def test_time_budget_plans_the_scale_of_a_new_task_with_half_the_steps(trained_r
     assert needed == {128: 150}  # half of the from-scratch minimum of 300
 
 
+def test_time_budget_keeps_a_click_models_scale_for_click_training(click_run, demo_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(autoconfig, "time_step", lambda config, k, steps=2: 0.01)
+    cfg = tiny_config(data={"root": str(demo_dir)}, clicks={"interactive": True},
+                      finetune={"init": str(click_run.run_dir)})  # fmt: skip
+    lines = []
+    planned = autoconfig.plan(cfg, budget_s=30, out=tmp_path, log=lines.append)
+    assert planned.data.size == (64, 64) and planned.clicks.interactive
+    assert "is a click model trained further as one: its task; its 64x64 scale is kept" in "\n".join(lines)
+
+
 def test_zero_shot_scores_the_source_as_it_is_or_says_it_cannot(trained_run, learn_dir, multiclass_dir):
     from unetkit.datacheck import check_dataset
     from unetkit.finetune import load_source, zero_shot

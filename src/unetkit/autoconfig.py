@@ -5,8 +5,8 @@ The rule, in order: prefer the largest input size (up to the data's own scale), 
 network, that still gets enough optimiser steps in the budget (at least 30 epochs' worth of steps,
 clamped to 300..2000). Step times come from one measured network scaled by convolution cost, and
 the chosen one is measured again. A run that starts from a trained model (--init) keeps its network.
-If the model already does this task (it scores >= 0.5 IoU on the validation split as it is), the
-input scale it was trained at is kept too: finer scales shrink what it learnt to recognise. Otherwise
+If the model already does this task (it scores >= 0.5 IoU on the validation split as it is, or it
+is a click model trained further as one), the input scale it was trained at is kept too: finer scales shrink what it learnt to recognise. Otherwise
 the task is new: the scale is planned as from scratch, but a fine-tune needs half the steps, so it
 can afford a finer one. The reasoning is written to RUN/autoconfig.json.
 
@@ -197,8 +197,19 @@ def _choose(
     return chosen, step, spent, rows
 
 
+def _same_task(source, config: TrainConfig, checked) -> tuple[float | None, bool]:
+    """(zero-shot val score or None, whether the source already does this task). A click model trained
+    further as a click model is its own task (clicks are not simulated here to score it)."""
+    if source.meta.interactive and config.clicks.interactive:
+        return None, source.image_channels == config.data.in_channels
+    score = zero_shot(source, config, checked)
+    return score, score is not None and score >= SAME_TASK_IOU
+
+
 def _transfer_line(source, score: float | None, same: bool) -> str:
     scale = "x".join(map(str, source.meta.size))
+    if score is None and same:
+        return f"autoconfig: {source.ref} is a click model trained further as one: its task; its {scale} scale is kept"
     if score is None:
         return f"autoconfig: {source.ref} predicts other classes or inputs: a new task; the scale is planned"
     if same:
@@ -219,9 +230,8 @@ def plan(config: TrainConfig, budget_s: float, out: Path | None = None, log=prin
     transfer = {}
     if source:
         t0 = time.perf_counter()
-        widths, score = (config.model.widths,), zero_shot(source, config, checked)
+        widths, (score, same) = (config.model.widths,), _same_task(source, config, checked)
         scored_s = time.perf_counter() - t0
-        same = score is not None and score >= SAME_TASK_IOU
         transfer = {"source": source.ref, "zero_shot_val_score": score, "same_task": same}
         log(_transfer_line(source, score, same))
         keep = min(source.meta.size) if same else None
