@@ -6,9 +6,10 @@ network, that still gets enough optimiser steps in the budget (at least 30 epoch
 clamped to 300..2000). Step times come from one measured network scaled by convolution cost, and
 the chosen one is measured again. A run that starts from a trained model (--init) keeps its network.
 If the model already does this task (it scores >= 0.5 IoU on the validation split as it is, or it
-is a click model trained further as one), the input scale it was trained at is kept too: finer scales shrink what it learnt to recognise. Otherwise
-the task is new: the scale is planned as from scratch, but a fine-tune needs half the steps, so it
-can afford a finer one. The reasoning is written to RUN/autoconfig.json.
+is a click model trained further as one), the input scale it was trained at is kept too: finer
+scales shrink what it learnt to recognise. Otherwise the task is new: the scale is planned as from
+scratch, but a fine-tune needs half the steps, so it can afford a finer one.
+The reasoning is written to RUN/autoconfig.json.
 
 The epoch count planned here is a first estimate: training measures its real epoch time after the
 first epochs (data loading, validation and checkpoints included) and re-sets the epochs so the
