@@ -5,6 +5,7 @@ on the dataset's test split with its best-validation checkpoint. GrabCut also ge
 as it is, on all 50 images (no GrabCut image in any of its training).
 
     python benchmarks/finetune.py --budgets 2m,5m,10m --recipes auto,init:objects --seeds 0
+    python benchmarks/finetune.py --budgets 5m --recipes init:objects/enc0.1   # encoder at 0.1 x lr
     python benchmarks/finetune.py --zero-shot          # builtin:objects on all of GrabCut
     python benchmarks/finetune.py --table              # rewrite the RESULTS.md section
 

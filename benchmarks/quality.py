@@ -90,10 +90,11 @@ def dataset_options(name: str) -> tuple[dict, str]:
 def recipe_config(recipe: str, data: dict, budget_s: float, seed: int, out: Path):
     from unetkit.api import check_dataset, epochs_for_budget, plan, resolve, resolve_norm, time_step
 
-    # From scratch unless the recipe is init:NAME (a shipped model, fine-tuned: benchmarks/finetune.py).
-    init = recipe.split(":", 1)[1] if recipe.startswith("init:") else "none"
-    overrides = {"data": data, "seed": seed, "sample_every": 0, "time_limit": f"{int(budget_s)}s",
-                 "finetune": {"init": init if init == "none" else f"builtin:{init}"}}  # fmt: skip
+    # From scratch unless the recipe is init:NAME[/encS] (a shipped model, fine-tuned, the encoder at S x lr:
+    # benchmarks/finetune.py).
+    init, _, enc = (recipe.split(":", 1)[1] if recipe.startswith("init:") else "none").partition("/enc")
+    finetune = {"init": init if init == "none" else f"builtin:{init}", "encoder_lr_scale": float(enc or 1)}
+    overrides = {"data": data, "seed": seed, "sample_every": 0, "time_limit": f"{int(budget_s)}s", "finetune": finetune}
     if recipe == "seed":
         return resolve("seed", None, {**overrides, "epochs": 100000})
     config = resolve(None, None, overrides)
@@ -125,7 +126,7 @@ def run_one(dataset: str, recipe: str, budget_s: float, seed: int, results_path:
     from unetkit.api import evaluate_checkpoint, fit
 
     data, eval_path = dataset_options(dataset)
-    out = HERE / "quality" / f"{dataset}-{recipe.replace(':', '-')}-b{int(budget_s)}-s{seed}"
+    out = HERE / "quality" / f"{dataset}-{recipe.replace(':', '-').replace('/', '-')}-b{int(budget_s)}-s{seed}"
     t0 = time.monotonic()
     config = recipe_config(recipe, data, budget_s, seed, out)
     result = fit(config, out=out)
