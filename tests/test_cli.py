@@ -1,6 +1,7 @@
 """End-to-end through the CLI entry point: train -> evaluate -> predict, help, and the API."""
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -163,3 +164,17 @@ def test_checkpoint_is_self_describing_and_weights_only(trained_run):
     last = torch.load(trained_run.last_checkpoint, weights_only=True)
     assert {"optimizer", "rng", "train_state"} <= last.keys()
     assert last["train_state"]["epoch"] == 12
+
+
+def test_a_reader_that_goes_away_is_not_an_error():
+    """`unetkit models | head -1`: the pipe closes before the listing ends; exit 0 and no error text."""
+    import os
+    import subprocess
+
+    r, w = os.pipe()
+    os.close(r)  # every write to w now fails with EPIPE, deterministically
+    try:
+        done = subprocess.run([sys.executable, "-m", "unetkit", "models"], stdout=w, stderr=subprocess.PIPE, text=True)
+    finally:
+        os.close(w)
+    assert done.returncode == 0 and done.stderr == ""

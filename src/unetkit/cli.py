@@ -8,6 +8,8 @@ arguments into a config and calls one library function. Every UnetkitError becom
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 
 from unetkit import __version__
@@ -42,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     except UnetkitError as e:
         print(f"error: {e}", file=sys.stderr)
         code = 2
+        return code
+    except BrokenPipeError:  # the reader went away (`unetkit models | head`): not an error
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        code = 0
         return code
     except OSError as e:
         where = e.filename or "a file"
