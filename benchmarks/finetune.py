@@ -52,12 +52,7 @@ def zero_shot(name: str = "objects", results: Path = RESULTS) -> dict:
 
 
 def cell(rows: list[dict], key: str) -> str:
-    vals = [r[key] for r in rows if r.get(key) is not None]
-    if not vals:
-        return "-"
-    if len(vals) == 1:
-        return f"{vals[0]:.3f}"
-    return f"{np.mean(vals):.3f} ± {np.std(vals, ddof=1):.3f} (n={len(vals)})"
+    return quality.mean_sd([r[key] for r in rows if r.get(key) is not None], with_n=True)
 
 
 def table(results: Path = RESULTS) -> str:

@@ -87,6 +87,15 @@ def dataset_options(name: str) -> tuple[dict, str]:
     raise SystemExit(f"unknown dataset {name}")
 
 
+def mean_sd(vals: list[float], with_n: bool = False) -> str:
+    """One table cell: "-", the value, or mean ± sample standard deviation over seeds."""
+    if not vals:
+        return "-"
+    if len(vals) == 1:
+        return f"{vals[0]:.3f}"
+    return f"{np.mean(vals):.3f} ± {np.std(vals, ddof=1):.3f}" + (f" (n={len(vals)})" if with_n else "")
+
+
 def recipe_config(recipe: str, data: dict, budget_s: float, seed: int, out: Path):
     from unetkit.api import check_dataset, epochs_for_budget, plan, resolve, resolve_norm, time_step
 
@@ -209,12 +218,7 @@ def table(results_path: Path = RESULTS_JSONL, title: str = "CPU") -> str:
     for (ds, recipe, budget, _), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1], kv[0][3])):
 
         def stat(key, rs=rs):
-            vals = [r[key] for r in rs if r.get(key) is not None]
-            if not vals:
-                return "-"
-            if len(vals) == 1:
-                return f"{vals[0]:.3f}"
-            return f"{np.mean(vals):.3f} ± {np.std(vals, ddof=1):.3f}"
+            return mean_sd([r[key] for r in rs if r.get(key) is not None])
 
         def tta(key, rs=rs):
             vals = [r["tta"][key] for r in rs if r.get("tta", {}).get(key) is not None]
