@@ -19,7 +19,7 @@ from unetkit.inference import InferenceSpec, gaussian_weights, predict_logits, s
 from unetkit.metrics import confusion_matrix, scores
 from unetkit.model import UNet
 from unetkit.runtime import setup
-from unetkit.schedule import TimeBudget, batches_for_epoch, epochs_to_fill, lr_at
+from unetkit.schedule import FillPlanner, TimeBudget, batches_for_epoch, epochs_to_fill, lr_at
 from unetkit.steps import build_training, load_batch, resolve_norm, train_step
 
 
@@ -49,6 +49,29 @@ def test_epochs_to_fill_hand_values():
     assert epochs_to_fill(100, 20, 3, 5.0) == 18
     # Already past the limit: still one more epoch, never zero.
     assert epochs_to_fill(100, 120, 3, 5.0) == 4
+
+
+def test_fill_planner_looks_again_when_the_first_window_was_slow():
+    # Epoch 1 ends at 5 s; epoch 2 (first validation and save) takes 10 s, later ones 5 s. The first look
+    # plans for 10 s epochs: 2 + (97 - 15) // 10 = 10 epochs, which would end at 55 s of the 100 s limit.
+    # The second look, at the first epoch start past a third of the limit (35 s, epoch 6), measures
+    # 5 s over epochs 2-5 and plans 6 + (97 - 35) // 5 = 18 epochs, ending at 95 s. Then it stops
+    # reading the clock (a further read would exhaust `times`).
+    times = iter([5.0, 15.0, 20.0, 25.0, 30.0, 35.0])
+    planner = FillPlanner(TimeBudget(100.0, clock=lambda: next(times), start=0.0), val_every=1, enabled=True)
+    looks = [planner.at_epoch_start(epoch) for epoch in range(1, 12)]
+    assert looks[1] == (10, 10.0) and looks[5] == (18, 5.0)
+    assert [i for i, x in enumerate(looks) if x] == [1, 5]
+    # With validation every 2 epochs it looks only where a window holds whole validation periods.
+    times = iter([2.0, 12.0, 50.0])
+    planner = FillPlanner(TimeBudget(100.0, clock=lambda: next(times), start=0.0), val_every=2, enabled=True)
+    assert [planner.at_epoch_start(e) for e in range(1, 6)] == [
+        None,
+        None,
+        (3 + 85 // 5, 5.0),
+        None,
+        (5 + 47 // 19, 19.0),
+    ]
 
 
 def test_fill_time_limit_resets_epochs_so_the_schedule_ends_in_time(demo_dir, tmp_path):

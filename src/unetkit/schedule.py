@@ -74,22 +74,34 @@ class TimeBudget:
 class FillPlanner:
     """fill_time_limit: the end of epoch 1 (which also fills caches) starts a stopwatch; after the next
     `val_every` epochs (one validation among them) the measured epoch time re-sets the epoch count
-    so the LR schedule ends at the limit instead of being cut off or ending early."""
+    so the LR schedule ends at the limit instead of being cut off or ending early. Once `second_look`
+    of the limit has gone, the epochs since that first look re-set it again: the first window holds the
+    first validation and best checkpoint, often slower than the rest (new shapes, first writes), and
+    alone it left runs ending a sixth early."""
 
     budget: TimeBudget
     val_every: int
     enabled: bool
-    epoch1_end: float = 0.0
+    second_look: float = 1 / 3
+    mark_s: float = 0.0  # elapsed seconds at the start of the current measuring window
+    mark_epoch: int = 0
+    looks: int = 0
 
     def at_epoch_start(self, epoch: int) -> tuple[int, float] | None:
-        """(new total epochs, seconds per epoch) once, at the measuring epoch; else None."""
+        """(new total epochs, seconds per epoch) at most twice, at validation boundaries; else None."""
         if not self.enabled:
             return None
         if epoch == 1:
-            self.epoch1_end = self.budget.elapsed()
-        elif epoch == 1 + self.val_every:
-            self.enabled = False
-            now = self.budget.elapsed()
-            per_epoch = (now - self.epoch1_end) / self.val_every
-            return epochs_to_fill(self.budget.limit_s, now, epoch, per_epoch), per_epoch
-        return None
+            self.mark_s, self.mark_epoch = self.budget.elapsed(), 1
+            return None
+        window = epoch - self.mark_epoch
+        if window < self.val_every or window % self.val_every:
+            return None
+        now = self.budget.elapsed()
+        if self.looks == 1 and now < self.second_look * self.budget.limit_s:
+            return None
+        self.looks += 1
+        self.enabled = self.looks < 2
+        per_epoch = (now - self.mark_s) / window
+        self.mark_s, self.mark_epoch = now, epoch
+        return epochs_to_fill(self.budget.limit_s, now, epoch, per_epoch), per_epoch
