@@ -102,7 +102,7 @@ def recipe_config(recipe: str, data: dict, budget_s: float, seed: int, out: Path
     # From scratch unless the recipe is init:NAME[/encS] (a shipped model, fine-tuned, the encoder at S x lr:
     # benchmarks/finetune.py).
     init, _, enc = (recipe.split(":", 1)[1] if recipe.startswith("init:") else "none").partition("/enc")
-    finetune = {"init": init if init == "none" else f"builtin:{init}", "encoder_lr_scale": float(enc or 1)}
+    finetune = {"init": init if init == "none" else f"builtin:{init}", "encoder_lr_scale": float(enc) if enc else None}
     overrides = {"data": data, "seed": seed, "sample_every": 0, "time_limit": f"{int(budget_s)}s", "finetune": finetune}
     if recipe == "seed":
         return resolve("seed", None, {**overrides, "epochs": 100000})

@@ -119,6 +119,7 @@ def test_encoder_learning_rate_scale_and_freezing():
     assert [lr_scale(True, ft, e) for e in range(4)] == [0.0, 0.0, 0.1, 0.1]
     assert [lr_scale(False, ft, e) for e in range(4)] == [1.0] * 4
     assert is_encoder("down.0.0.weight") and is_encoder("bottleneck.3.weight") and not is_encoder("up.0.up.weight")
+    assert lr_scale(True, FinetuneConfig(), 0) == 1.0  # none: not planned, so the encoder keeps the lr
 
 
 def test_time_budget_keeps_the_source_network_and_its_scale_on_its_own_task(
@@ -137,6 +138,11 @@ def test_time_budget_keeps_the_source_network_and_its_scale_on_its_own_task(
     assert score >= autoconfig.SAME_TASK_IOU and why["init"]["same_task"]
     assert planned.data.size == (64, 64)
     assert f"scores {score:.3f} on val as it is: its task; its 64x64 scale is kept" in "\n".join(lines)
+    # Its own task, so the encoder learns slower unless the user set its rate.
+    assert planned.finetune.encoder_lr_scale == autoconfig.SAME_TASK_ENCODER_LR == 0.1
+    assert "its task, so the encoder learns at 0.1 x lr" in "\n".join(lines)
+    cfg = tiny_config(data={"root": str(demo_dir)}, finetune={"init": str(trained_run.run_dir), "encoder_lr_scale": 1})
+    assert autoconfig.plan(cfg, budget_s=30, log=lambda *_: None).finetune.encoder_lr_scale == 1.0
 
 
 def test_time_budget_plans_the_scale_of_a_new_task_with_half_the_steps(trained_run, demo_dir, tmp_path, monkeypatch):
@@ -149,6 +155,7 @@ def test_time_budget_plans_the_scale_of_a_new_task_with_half_the_steps(trained_r
     assert why["init"] == {"source": str(trained_run.run_dir), "zero_shot_val_score": 0.1, "same_task": False}
     needed = {r["size"][0]: r["steps_needed"] for r in why["candidates_measured"] if "steps_needed" in r}
     assert needed == {128: 150}  # half of the from-scratch minimum of 300
+    assert planned.finetune.encoder_lr_scale == 1.0  # a new task: the whole network at the full lr
 
 
 def test_time_budget_keeps_a_click_models_scale_for_click_training(click_run, demo_dir, tmp_path, monkeypatch):

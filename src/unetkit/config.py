@@ -243,12 +243,17 @@ class FinetuneConfig:
     shape match are loaded, the rest (a head for another class count, new input channels) start fresh."""
 
     init: str = opt("auto", "auto (a shipped model when one fits the data) | none | CKPT | builtin:NAME")
-    encoder_lr_scale: float = opt(1.0, "learning rate of the encoder (down path, bottleneck) relative to --lr")
+    encoder_lr_scale: float | None = opt(
+        None,
+        "learning rate of the encoder (down path, bottleneck) relative to --lr; none = 1, or 0.1 when "
+        "--time-budget finds the starting model already does the task (>= 0.5 IoU on val as it is)",
+    )
     freeze_encoder_epochs: int = opt(0, "keep the encoder's weights fixed for the first N epochs")
 
     def __post_init__(self) -> None:
         _check(bool(self.init), "init", "use auto, none, a checkpoint path or builtin:NAME")
-        _check(0 <= self.encoder_lr_scale <= 10, "encoder_lr_scale", "must be in [0, 10]")
+        scale = self.encoder_lr_scale
+        _check(scale is None or 0 <= scale <= 10, "encoder_lr_scale", "must be in [0, 10], or none")
         _check(self.freeze_encoder_epochs >= 0, "freeze_encoder_epochs", "must be >= 0")
 
 

@@ -67,11 +67,16 @@ def is_encoder(name: str) -> bool:
     return name.startswith(ENCODER_PREFIXES)
 
 
+def encoder_scale(ft: FinetuneConfig) -> float:
+    """The encoder's lr multiplier; none (not planned by --time-budget) means 1."""
+    return 1.0 if ft.encoder_lr_scale is None else ft.encoder_lr_scale
+
+
 def lr_scale(encoder: bool, ft: FinetuneConfig, epoch: int) -> float:
     """Multiplier of the scheduled learning rate for a parameter group in an epoch."""
     if not encoder:
         return 1.0
-    return 0.0 if epoch < ft.freeze_encoder_epochs else ft.encoder_lr_scale
+    return 0.0 if epoch < ft.freeze_encoder_epochs else encoder_scale(ft)
 
 
 def load_source(ref: str) -> Source:
@@ -111,7 +116,8 @@ def start_from(config: TrainConfig, num_classes: int, log) -> tuple[TrainConfig,
     """(config with the init made concrete and the source's network, the source or None)."""
     ref = choose_init(config, num_classes)
     picked = config.finetune.init == "auto"
-    config = dataclasses.replace(config, finetune=dataclasses.replace(config.finetune, init=ref))
+    ft = dataclasses.replace(config.finetune, init=ref, encoder_lr_scale=encoder_scale(config.finetune))
+    config = dataclasses.replace(config, finetune=ft)
     if ref == "none":
         return config, None
     source = load_source(ref)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from unetkit.config import TrainConfig
-from unetkit.finetune import is_encoder
+from unetkit.finetune import encoder_scale, is_encoder
 from unetkit.losses import make_loss
 from unetkit.model import UNet
 from unetkit.runtime import Runtime
@@ -53,7 +53,7 @@ def build_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.
     """Weight decay on kernels only; the encoder gets groups of its own (marked "encoder") when
     fine-tuning gives it another learning rate or freezes it (finetune.lr_scale)."""
     o, ft = config.optim, config.finetune
-    split = ft.encoder_lr_scale != 1 or ft.freeze_encoder_epochs > 0
+    split = encoder_scale(ft) != 1 or ft.freeze_encoder_epochs > 0
     by_key: dict[tuple[bool, bool], list] = {}
     for name, p in model.named_parameters():
         by_key.setdefault((split and is_encoder(name), p.ndim > 1), []).append(p)
