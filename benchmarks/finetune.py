@@ -127,7 +127,11 @@ def table(results: Path = RESULTS) -> str:
         "kernels are summed). Two runs at a time, each pinned to one of the 2 cores: a budget is minutes of one "
         "core. ± is the standard deviation over seeds (n runs); cells without n are one seed (0). `objects` was "
         "trained on duts2k only; `general` on duts2k (through objects) and then CamVid's train split, so on CamVid "
-        "it is a head start on the same data, not transfer. `/enc0.1`: the encoder at 0.1 x lr.",
+        "it is a head start on the same data, not transfer. `init:NAME` is what `--time-budget` does by itself: "
+        "the encoder at 0.1 x lr when the source already does the task (GrabCut from objects, CamVid from general; "
+        "rows from d180ec0 on), else at the full lr; `/encS` gives S (`/enc1`: the full lr, as all fine-tunes had "
+        "before d180ec0). Rows dated 2026-11-27 01:27 or later ran at d180ec0, with the time-limit planner's "
+        "second look (f6bfb22), which uses more of the budget; earlier rows had its first look only.",
         "",
         *grid(rows, current),
         "",
