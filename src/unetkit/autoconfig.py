@@ -7,13 +7,14 @@ clamped to 300..2000). Step times come from one measured network scaled by convo
 the chosen one is measured again. A run that starts from a trained model (--init) keeps its network.
 If the model already does this task (it scores >= 0.5 IoU on the validation split as it is, or it
 is a click model trained further as one), the input scale it was trained at is kept too: finer
-scales shrink what it learnt to recognise. Otherwise the task is new: the scale is planned as from
+scales shrink what it learnt to recognise; and its encoder learns at 0.1 x lr unless
+--encoder-lr-scale is given. Otherwise the task is new: the scale is planned as from
 scratch, but a fine-tune needs half the steps, so it can afford a finer one.
 The reasoning is written to RUN/autoconfig.json.
 
 The epoch count planned here is a first estimate: training measures its real epoch time after the
 first epochs (data loading, validation and checkpoints included) and re-sets the epochs so the
-schedule ends at the budget (`fill_time_limit`).
+schedule ends at the budget (`fill_time_limit`), then once more a third of the way in.
 """
 
 from __future__ import annotations
