@@ -139,7 +139,9 @@ def test_time_budget_keeps_the_source_network_and_its_scale_on_its_own_task(
     assert planned.data.size == (64, 64)
     assert f"scores {score:.3f} on val as it is: its task; its 64x64 scale is kept" in "\n".join(lines)
     # Its own task, so the encoder learns slower unless the user set its rate.
-    assert planned.finetune.encoder_lr_scale == autoconfig.SAME_TASK_ENCODER_LR == 0.1
+    assert (
+        planned.finetune.encoder_lr_scale == autoconfig.SAME_TASK_ENCODER_LR == why["init"]["encoder_lr_scale"] == 0.1
+    )
     assert "its task, so the encoder learns at 0.1 x lr" in "\n".join(lines)
     cfg = tiny_config(data={"root": str(demo_dir)}, finetune={"init": str(trained_run.run_dir), "encoder_lr_scale": 1})
     assert autoconfig.plan(cfg, budget_s=30, log=lambda *_: None).finetune.encoder_lr_scale == 1.0
@@ -152,7 +154,8 @@ def test_time_budget_plans_the_scale_of_a_new_task_with_half_the_steps(trained_r
     planned = autoconfig.plan(cfg, budget_s=30, out=tmp_path, log=lambda *_: None)
     assert planned.data.size == (128, 128) and planned.model.widths == (8, 16, 32)
     why = json.loads((tmp_path / "autoconfig.json").read_text())
-    assert why["init"] == {"source": str(trained_run.run_dir), "zero_shot_val_score": 0.1, "same_task": False}
+    assert why["init"] == {"source": str(trained_run.run_dir), "zero_shot_val_score": 0.1, "same_task": False,
+                           "encoder_lr_scale": 1.0}  # fmt: skip
     needed = {r["size"][0]: r["steps_needed"] for r in why["candidates_measured"] if "steps_needed" in r}
     assert needed == {128: 150}  # half of the from-scratch minimum of 300
     assert planned.finetune.encoder_lr_scale == 1.0  # a new task: the whole network at the full lr

@@ -249,6 +249,7 @@ def plan(config: TrainConfig, budget_s: float, out: Path | None = None, log=prin
         log(_transfer_line(source, score, same))
         if same and auto_encoder_lr:
             config = _gentle_encoder(config, log)
+        transfer["encoder_lr_scale"] = config.finetune.encoder_lr_scale
         keep = min(source.meta.size) if same else None
         trial, step, spent, rows = _choose(config, fp, budget_s - scored_s, log, widths, keep, FINETUNE_STEPS)
         spent += scored_s
