@@ -83,7 +83,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
-    from unetkit.api import ClickPredictor, Segmenter, installed_engines
+    from unetkit.api import ClickPredictor, installed_engines, load_segmenter
 
     rng = np.random.default_rng(0)
     array = rng.integers(0, 256, (args.size, args.size, 3), dtype=np.uint8)
@@ -96,7 +96,7 @@ def main() -> None:
         os.environ["UNETKIT_CACHE"] = tmp  # engines export into a fresh cache
         path = default_click_model(Path(tmp))
         for engine in installed_engines():
-            seg = Segmenter.load(path, "cpu", "auto", engine, log=lambda m: None)
+            seg = load_segmenter(path, engine, "cpu", "auto", log=lambda m: None)
             predictor = ClickPredictor(seg)
             image = seg.to_tensor(array)
             ms_model = time_model(predictor, image, args.repeat)

@@ -53,11 +53,11 @@ def zero_shot(name: str = "objects", results: Path = RESULTS) -> dict:
 
 def picked(dataset: str) -> str | None:
     """The recipe for the shipped model `unetkit train` starts from on this dataset by itself (None: none fits)."""
-    from unetkit import builtin
+    from unetkit.api import builtin_models
 
     options, _ = quality.dataset_options(dataset)
     classes = len(options.get("classes", ())) or 2
-    fits = [b for b in builtin.available() if b.fits(options.get("in_channels", 3), False, classes)]
+    fits = [b for b in builtin_models() if b.fits(options.get("in_channels", 3), False, classes)]
     return f"init:{fits[0].name}" if fits else None
 
 

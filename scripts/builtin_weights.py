@@ -117,7 +117,7 @@ def scores(name: str, run: Path) -> dict:
 
 
 def export(name: str, run: Path) -> Path:
-    """int8 safetensors of best.pt into the package (unetkit.quantize: per-channel int8 kernels, fp16
+    """int8 safetensors of best.pt into the package (unetkit.infer.quantize: per-channel int8 kernels, fp16
     norms; three models fit the ~10 MB the package allows). The JSON beside it is replaced by the card."""
     from unetkit.api import export_safetensors, load_model
 

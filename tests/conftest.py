@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from unetkit.configio import merge, resolve
-from unetkit.demo import write_demo
+from unetkit.config.io import merge, resolve
+from unetkit.data.demo import write_demo
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

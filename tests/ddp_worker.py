@@ -8,11 +8,11 @@ import torch
 import torch.distributed as dist
 
 from unetkit.config import EvaluateConfig
-from unetkit.configio import resolve
+from unetkit.config.io import resolve
 from unetkit.distributed import exit_if_distributed
-from unetkit.engine import fit
-from unetkit.evaluation import eval_dataset, evaluate
-from unetkit.predict import Segmenter
+from unetkit.infer.evaluation import eval_dataset, evaluate
+from unetkit.infer.predict import Segmenter
+from unetkit.training.loop import fit
 
 data, out = sys.argv[1], Path(sys.argv[2])
 overrides = {

@@ -8,7 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from unetkit.cli import build_parser, main
+from unetkit._version import __version__
+from unetkit.cli import COMMANDS, build_parser, main
+from unetkit.commands import annotate, data, evaluate, export, models, predict, serve, train
 
 TINY_FLAGS = ["--widths", "4,8", "--size", "32,32", "--epochs", "2", "--batch-size", "4", "--precision", "fp32"]
 SECTIONS = ("data", "model", "augment", "optim", "loss", "run")
@@ -17,10 +19,13 @@ SECTIONS = ("data", "model", "augment", "optim", "loss", "run")
 def test_version_and_command_list(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])
-    assert e.value.code == 0 and "unetkit 0." in capsys.readouterr().out
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"unetkit {__version__}"
     assert main([]) == 0
-    out = capsys.readouterr().out
-    assert all(cmd in out for cmd in ("train", "evaluate", "predict", "data"))
+    out = " ".join(capsys.readouterr().out.split())
+    modules = (train, evaluate, predict, export, serve, annotate, data, models)
+    assert list(COMMANDS.values()) == list(modules)  # one module per command, each listed with its help
+    for name, module in COMMANDS.items():
+        assert name in out and " ".join(module.HELP.split()) in out, name
 
 
 def _help(capsys, *argv) -> str:
@@ -134,9 +139,9 @@ def test_api_mirrors_cli(trained_run, learn_dir):
 def test_evaluate_scores_the_postprocessed_masks(trained_run, learn_dir, capsys):
     """--largest-component scores exactly the masks predict --largest-component writes."""
     from unetkit.config import EvaluateConfig
-    from unetkit.evaluation import eval_dataset, evaluate
+    from unetkit.deploy.engines import load
+    from unetkit.infer.evaluation import eval_dataset, evaluate
     from unetkit.metrics import confusion_matrix
-    from unetkit.predict import load
 
     ckpt = trained_run.best_checkpoint
     assert main(["evaluate", str(ckpt), "--data", str(learn_dir), "--json", "--largest-component"]) == 0
@@ -162,7 +167,7 @@ def test_checkpoint_is_self_describing_and_weights_only(trained_run):
         assert key in payload, key
     assert payload["split"]["hash"] and len(payload["split"]["test"]) == 12
     last = torch.load(trained_run.last_checkpoint, weights_only=True)
-    assert {"optimizer", "rng", "train_state"} <= last.keys()
+    assert {"optimizer", "train_state"} <= last.keys() and "rng" not in last  # steps are seeded by position
     assert last["train_state"]["epoch"] == 12
 
 

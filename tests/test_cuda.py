@@ -2,12 +2,12 @@
 
 import pytest
 import torch
+from test_transforms import ALL_ON, blocks
 
 from conftest import tiny_config
-from test_transforms import ALL_ON, blocks
-from unetkit.engine import fit
-from unetkit.imageio import IGNORE
-from unetkit.transforms import augment
+from unetkit.data.imageio import IGNORE
+from unetkit.data.transforms import augment
+from unetkit.training.loop import fit
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

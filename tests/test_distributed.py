@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from unetkit.config import EvaluateConfig
-from unetkit.evaluation import evaluate_checkpoint
+from unetkit.infer.evaluation import evaluate_checkpoint
 
 
 @pytest.mark.slow

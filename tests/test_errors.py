@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from unetkit import checkpoint
 from unetkit.cli import main
+from unetkit.infer import checkpoint
 from unetkit.model import UNet
 
 TINY = ["--widths", "4,8", "--size", "32,32", "--epochs", "1", "--precision", "fp32"]

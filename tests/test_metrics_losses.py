@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from unetkit.config import LossConfig
-from unetkit.datasets import class_pixel_counts
-from unetkit.imageio import IGNORE
-from unetkit.losses import cross_entropy, focal, make_loss, median_frequency_weights, soft_dice
+from unetkit.data.datasets import class_pixel_counts
+from unetkit.data.imageio import IGNORE
 from unetkit.metrics import confusion_matrix, scores
+from unetkit.training.losses import cross_entropy, focal, make_loss, median_frequency_weights, soft_dice
 
 
 def test_confusion_matrix_by_hand():

@@ -7,10 +7,10 @@ from PIL import Image
 
 from conftest import shared_dataset
 from unetkit.config import DataConfig
-from unetkit.data import find_pairs, split_pairs
-from unetkit.datacheck import Report, check_dataset, infer_spec
-from unetkit.datasets import SegmentationDataset
-from unetkit.imageio import IGNORE
+from unetkit.data.check import Report, check_dataset, infer_spec
+from unetkit.data.datasets import SegmentationDataset
+from unetkit.data.imageio import IGNORE
+from unetkit.data.splits import find_pairs, split_pairs
 
 pytestmark = pytest.mark.realdata
 

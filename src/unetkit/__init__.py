@@ -8,32 +8,29 @@ The Python API mirrors the CLI, and is the declared public surface (benchmarks u
     mask = model.predict("image.png")
 """
 
-from unetkit.checkpoint import ModelMeta
+from unetkit._version import __version__
 from unetkit.config import DataConfig, EvaluateConfig, FinetuneConfig, PredictConfig, TrainConfig
+from unetkit.deploy import engines
 from unetkit.errors import CheckpointError, ConfigError, DataError, TrainingError, UnetkitError
+from unetkit.infer.checkpoint import ModelMeta
+from unetkit.infer.evaluation import evaluate_checkpoint
 from unetkit.model import ModelConfig, UNet
-
-__version__ = "0.1.0"
+from unetkit.training.loop import fit
 
 
 def train(config: TrainConfig | None = None, out=None, resume=None):
-    """Train (see unetkit.engine.fit); returns a FitResult with run_dir and best_checkpoint."""
-    from unetkit.engine import fit
-
+    """Train (see unetkit.training.loop.fit); returns a FitResult with run_dir and best_checkpoint."""
     return fit(config, out=out, resume=resume)
 
 
-def load(path, device: str = "auto", precision: str = "auto"):
-    """Load a checkpoint for inference; returns a Segmenter with .predict(image)."""
-    from unetkit.predict import load as _load
-
-    return _load(path, device, precision)
+def load(path, device: str = "auto", precision: str = "auto", engine: str = "torch"):
+    """Load a checkpoint for inference; returns a Segmenter with .predict(image). `engine`: torch,
+    onnxruntime, openvino or auto (deploy.engines)."""
+    return engines.load(path, engine, device, precision)
 
 
 def evaluate(checkpoint, data, split: str = "auto", out=None, tta: bool = False) -> dict:
-    """Metrics of a checkpoint on a dataset (see unetkit.evaluation.evaluate_checkpoint)."""
-    from unetkit.evaluation import evaluate_checkpoint
-
+    """Metrics of a checkpoint on a dataset (see unetkit.infer.evaluation.evaluate_checkpoint)."""
     config = EvaluateConfig(checkpoint=str(checkpoint), data=str(data), split=split, out=out, tta=tta)
     return evaluate_checkpoint(config, progress=False)
 

@@ -1,30 +1,34 @@
 """The declared public surface beyond `unetkit.train/load/evaluate`: the functions the CLI itself
 calls, which benchmarks and other programs may build on. Nothing else is promised to stay put."""
 
-from unetkit.autoconfig import epochs_for_budget, fingerprint, plan, time_step
-from unetkit.checkpoint import ModelMeta, load_model
-from unetkit.clicks import Click
-from unetkit.config import TrainConfig, parse_duration
-from unetkit.configio import merge, resolve, to_dict
-from unetkit.data import load_split, split_pairs
-from unetkit.datacheck import check_dataset
-from unetkit.engine import FitResult, fit
-from unetkit.engines import OnnxRuntimeEngine, OpenVinoEngine
-from unetkit.engines import installed as installed_engines
-from unetkit.evaluation import evaluate_checkpoint
-from unetkit.export import export_onnx, export_safetensors
-from unetkit.imageio import MaskSpec
-from unetkit.inference import InferenceSpec, predict_logits, run_model
-from unetkit.interactive import ClickPredictor
-from unetkit.predict import Segmenter
+from unetkit.config import EvaluateConfig, TrainConfig, parse_duration
+from unetkit.config.io import merge, resolve, to_dict
+from unetkit.data.check import check_dataset
+from unetkit.data.imageio import MaskSpec
+from unetkit.data.splits import load_split, split_pairs
+from unetkit.deploy.engines import OnnxRuntimeEngine, OpenVinoEngine
+from unetkit.deploy.engines import installed as installed_engines
+from unetkit.deploy.engines import load as load_segmenter
+from unetkit.deploy.export import export_onnx, export_safetensors
+from unetkit.infer import evaluation
+from unetkit.infer.builtin import available as builtin_models
+from unetkit.infer.checkpoint import ModelMeta, load_model
+from unetkit.infer.inference import InferenceSpec, decode, predict_logits, run_model
+from unetkit.infer.predict import Segmenter
+from unetkit.interactive.clicks import Click
+from unetkit.interactive.predictor import ClickPredictor
 from unetkit.runtime import Runtime, cpu_has_fast_bf16, setup
-from unetkit.steps import build_training, load_batch, resolve_norm, standard_batch_fn, train_step
+from unetkit.training.autoconfig import epochs_for_budget, fingerprint, time_step
+from unetkit.training.loop import FitResult, fit
+from unetkit.training.plan import plan_for_budget as plan
+from unetkit.training.steps import build_training, load_batch, resolve_norm, standard_batch_fn, train_step
 
 __all__ = [
     "Click",
     "ClickPredictor",
     "TrainConfig",
     "create_app",
+    "decode",
     "FitResult",
     "InferenceSpec",
     "MaskSpec",
@@ -34,6 +38,7 @@ __all__ = [
     "Runtime",
     "Segmenter",
     "build_training",
+    "builtin_models",
     "check_dataset",
     "cpu_has_fast_bf16",
     "epochs_for_budget",
@@ -45,6 +50,7 @@ __all__ = [
     "installed_engines",
     "load_batch",
     "load_model",
+    "load_segmenter",
     "load_split",
     "merge",
     "parse_duration",
@@ -62,8 +68,15 @@ __all__ = [
 ]
 
 
-def create_app(seg, limits=None, extra_info=None):
-    """The HTTP app (needs the serve extra; imported only when called)."""
-    from unetkit.serve import create_app as make
+def evaluate_checkpoint(config: EvaluateConfig, progress: bool = True) -> dict:
+    """`unetkit evaluate`'s scores and reports, in the engine config.engine names."""
+    seg = load_segmenter(config.checkpoint, config.engine, config.device, config.precision)
+    return evaluation.evaluate_checkpoint(config, progress, seg)
 
-    return make(seg, limits, extra_info)
+
+def create_app(seg, limits=None, extra_info=None, add_ons=()):
+    """The HTTP app (needs the serve extra; imported only when called), with optional add-ons
+    (serve.app.AddOn: (app, segmenter, limits) -> entries for GET /v1/model)."""
+    from unetkit.serve.app import create_app as make
+
+    return make(seg, limits, extra_info, add_ons)

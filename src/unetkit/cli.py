@@ -12,7 +12,8 @@ import contextlib
 import os
 import sys
 
-from unetkit import __version__
+from unetkit import distributed
+from unetkit._version import __version__
 from unetkit.commands import annotate, data, evaluate, export, models, predict, serve, train
 from unetkit.errors import UnetkitError
 
@@ -61,9 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         return code
     finally:
         if "torch.distributed" in sys.modules:
-            from unetkit.distributed import exit_if_distributed
-
-            exit_if_distributed(code)
+            distributed.exit_if_distributed(code)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from unetkit.imageio import IGNORE
+from unetkit.data.imageio import IGNORE
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -1,10 +1,13 @@
 """`unetkit annotate DIR [--model CKPT]`: label a folder's images in the browser, starting from the
-model's automatic masks (serve_annotate.py), on loopback by default."""
+model's automatic masks (serve/annotate.py), on loopback by default."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+from unetkit.deploy.engines import load
+from unetkit.errors import ConfigError
 
 HELP = "label a folder's images in the browser, starting from a model's masks (clicks fix them)"
 
@@ -24,20 +27,17 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from unetkit.errors import ConfigError
 
     try:
         import uvicorn
     except ImportError:
         raise ConfigError("annotate: needs fastapi and uvicorn; pip install 'unetkit[serve]'") from None
-    from unetkit.predict import Segmenter
-    from unetkit.serve import create_app
-    from unetkit.serve_annotate import add_annotate_routes, scan
+    from unetkit.serve.annotate import annotate_routes, scan
+    from unetkit.serve.app import create_app
 
-    seg = Segmenter.load(args.model, args.device, "auto", args.engine)
+    seg = load(args.model, args.engine, args.device, "auto")
     items = scan(Path(args.folder), seg)
-    app = create_app(seg, extra_info={"annotate": {"first": 0, "total": len(items)}})
-    add_annotate_routes(app, seg, items)
+    app = create_app(seg, add_ons=[annotate_routes(items)])
     done = sum(it.mask.exists() for it in items)
     print(f"annotating {args.folder}: {len(items)} images, {done} with masks; open http://{args.host}:{args.port}/")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

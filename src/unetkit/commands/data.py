@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 
 from unetkit.config import DataConfig
-from unetkit.configio import add_flags, build, flag_values, load_file
+from unetkit.config.io import add_flags, build, flag_values, load_file
+from unetkit.data.check import check_dataset, class_names
+from unetkit.data.demo import write_demo
 from unetkit.errors import ConfigError
 
 HELP = "check a dataset or write the demo dataset"
@@ -39,16 +41,12 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.data_command == "demo":
-        from unetkit.demo import write_demo
-
         if args.num_images < 3 or args.size < 16:
             raise ConfigError("data demo: need --num-images >= 3 and --size >= 16")
         out = write_demo(args.out, args.num_images, (args.size, args.size), args.multiclass, args.seed)
         print(f"wrote {args.num_images} demo pairs to {out} (train/ val/ test/)")
         return 0
     if args.data_command == "check":
-        from unetkit.datacheck import check_dataset, class_names
-
         values = load_file(args.config).get("data", {}) if args.config else {}
         values.update(flag_values(args))
         values["csv" if args.dir.lower().endswith(".csv") else "root"] = args.dir

@@ -1,4 +1,5 @@
-"""`unetkit evaluate`: flags -> EvaluateConfig -> evaluation.evaluate_checkpoint, and its printout."""
+"""`unetkit evaluate`: flags -> EvaluateConfig -> infer.evaluation.evaluate_checkpoint (or, with
+--clicks, interactive.evaluate.evaluate_clicks), and its printout."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import json
 import sys
 
 from unetkit.config import EvaluateConfig
-from unetkit.configio import add_flags, build, flag_values
+from unetkit.config.io import add_flags, build, flag_values
+from unetkit.deploy.engines import load
+from unetkit.infer.evaluation import default_out, evaluate_checkpoint
+from unetkit.interactive.evaluate import evaluate_clicks
 
 HELP = "metrics of a checkpoint on a dataset, at the masks' own resolution"
 
@@ -21,12 +25,12 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from unetkit.evaluation import default_out, evaluate_checkpoint
 
     config = build(EvaluateConfig, {**flag_values(args), "checkpoint": args.checkpoint, "data": args.data})
+    seg = load(config.checkpoint, config.engine, config.device, config.precision)
     if config.clicks:
-        return run_clicks(config, args.json)
-    summary = evaluate_checkpoint(config, progress=not args.json)
+        return run_clicks(config, seg, args.json)
+    summary = evaluate_checkpoint(config, not args.json, seg)
     for note in summary["notes"]:
         print(f"note: {note}", file=sys.stderr)
     if args.json:
@@ -44,11 +48,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_clicks(config: EvaluateConfig, as_json: bool) -> int:
-    from unetkit.click_eval import evaluate_clicks
-    from unetkit.evaluation import default_out
+def run_clicks(config: EvaluateConfig, seg, as_json: bool) -> int:
 
-    summary = evaluate_clicks(config, progress=not as_json)
+    summary = evaluate_clicks(config, not as_json, seg)
     for note in summary["notes"]:
         print(f"note: {note}", file=sys.stderr)
     if as_json:

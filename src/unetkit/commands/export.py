@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from unetkit.deploy.export import export
+from unetkit.deploy.triton import TritonOptions, write_repository
+
 HELP = "export a checkpoint to ONNX, safetensors or a Triton model repository, verified against PyTorch"
 
 
@@ -34,12 +37,9 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from unetkit.export import export
 
     images = [Path(p) for p in args.images] if args.images else None
     if args.format == "triton":
-        from unetkit.triton import TritonOptions, write_repository
-
         opts = TritonOptions(args.name, args.triton_kind, args.instances, args.max_batch_size, args.queue_delay_us)
         print(f"exporting {args.checkpoint} -> Triton model repository {args.out}")
         write_repository(args.checkpoint, args.out, opts, images)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from unetkit.infer.builtin import available
+
 HELP = "list the pretrained models shipped with unetkit (use one with --init builtin:NAME)"
 
 
@@ -14,7 +16,6 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from unetkit.builtin import available
 
     models = available()
     if args.json:

@@ -1,4 +1,4 @@
-"""`unetkit predict`: flags -> PredictConfig -> predict.predict_files."""
+"""`unetkit predict`: flags -> PredictConfig -> infer.predict.predict_files."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import argparse
 import sys
 
 from unetkit.config import PredictConfig
-from unetkit.configio import FLAG_PREFIX, add_flags, build, flag_values
+from unetkit.config.io import FLAG_PREFIX, add_flags, build, flag_values
+from unetkit.deploy.engines import load
+from unetkit.infer.predict import predict_files
 
 HELP = "segment images into mask files"
 
@@ -27,11 +29,10 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from unetkit.predict import load, predict_files
 
     values = {**flag_values(args), "checkpoint": args.checkpoint, "inputs": list(args.inputs), "out": args.out}
     config = build(PredictConfig, values)
-    seg = load(config.checkpoint, config.device, config.precision, config.engine)
+    seg = load(config.checkpoint, config.engine, config.device, config.precision)
     written = predict_files(seg, config, progress=sys.stderr.isatty())
     print(f"wrote {len(written)} mask(s) to {config.out}")
     return 0

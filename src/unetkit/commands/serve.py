@@ -1,8 +1,14 @@
-"""`unetkit serve CKPT`: the HTTP API and page of serve.py under uvicorn, on loopback by default."""
+"""`unetkit serve CKPT`: the HTTP API and page of serve/app.py under uvicorn, on loopback by default."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import os
+
+from unetkit.errors import ConfigError
+from unetkit.infer import builtin
 
 HELP = "serve a model over HTTP (API + browser page)"
 
@@ -28,18 +34,12 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import dataclasses
-    import json
-    import os
-
-    from unetkit import builtin
-    from unetkit.errors import ConfigError
 
     try:
         import uvicorn
     except ImportError:
         raise ConfigError("serve: needs fastapi and uvicorn; pip install 'unetkit[serve]'") from None
-    from unetkit.serve import SPEC_ENV, Limits, ServeSpec, build_app
+    from unetkit.serve.app import SPEC_ENV, Limits, ServeSpec, build_app
 
     numbers = (args.workers, args.slots, args.max_upload_mb, args.max_pixels, args.timeout)
     if min(numbers) <= 0 or args.queue < 0:
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     os.environ[SPEC_ENV] = json.dumps(dataclasses.asdict(spec))
     print(f"serving {args.checkpoint} on {where} with {args.workers} processes x {threads} threads", flush=True)
     uvicorn.run(
-        "unetkit.serve:app_from_env", factory=True, workers=args.workers,
+        "unetkit.serve.app:app_from_env", factory=True, workers=args.workers,
         host=args.host, port=args.port, log_level="warning",
     )  # fmt: skip
     return 0

@@ -1,13 +1,14 @@
-"""`unetkit train`: flags -> TrainConfig -> engine.fit."""
+"""`unetkit train`: flags -> TrainConfig -> training.loop.fit."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from unetkit.config import TrainConfig
-from unetkit.configio import add_flags, flag_values, overrides_from_flags
+from unetkit.config import TrainConfig, parse_duration
+from unetkit.config.io import add_flags, flag_values, overrides_from_flags, resolve
 from unetkit.errors import ConfigError
+from unetkit.training.loop import fit
 
 HELP = "train a U-Net (on built-in demo data when --data is not given)"
 
@@ -30,9 +31,6 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from unetkit.configio import resolve
-    from unetkit.engine import fit
-    from unetkit.run import default_run_dir
 
     flags = flag_values(args)
     if args.data:
@@ -47,11 +45,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         preset = args.preset or (None if args.data or args.config else "demo")
         config = resolve(preset, args.config, overrides)
-        out = Path(args.out) if args.out else default_run_dir()
-        if args.time_budget:
-            from unetkit.autoconfig import plan
-            from unetkit.config import parse_duration
-
-            config = plan(config, parse_duration(args.time_budget), out)
-        result = fit(config, out=out)
+        budget = parse_duration(args.time_budget) if args.time_budget else 0.0
+        result = fit(config, out=Path(args.out) if args.out else None, time_budget=budget)
     return 130 if result.stopped == "interrupted" else 0

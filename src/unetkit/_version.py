@@ -1,0 +1,3 @@
+"""The package version, importable from anywhere without reaching into unetkit/__init__."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,184 @@
+"""Inference engines behind the Segmenter: PyTorch, onnxruntime and OpenVINO run the same network on
+the same normalised input, so pre- and post-processing (resize, tiling, TTA, threshold) stay one
+path (inference.predict_logits). An engine is a callable (N, C, H, W) float -> (N, K, H, W) logits;
+`load(path, engine) -> Segmenter` is how every command gets a model to run.
+
+ONNX engines use the raw graph (graphs.py), written once per checkpoint into a cache folder
+(`~/.cache/unetkit/engines`, or $UNETKIT_CACHE) and verified there like `unetkit export` does."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from unetkit.deploy.export import export_onnx, verify_onnx
+from unetkit.deploy.parity import sample_images
+from unetkit.errors import ConfigError
+from unetkit.infer.checkpoint import ModelMeta, load_model
+from unetkit.infer.inference import run_model
+from unetkit.infer.predict import Segmenter
+from unetkit.runtime import cpu_has_fast_bf16, setup
+
+ENGINES = ("torch", "onnxruntime", "openvino")
+
+
+class OnnxRuntimeEngine:
+    name = "onnxruntime"
+
+    def __init__(self, onnx_path: Path, threads: int) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+
+    def eval(self):
+        return self
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float().contiguous().cpu().numpy()
+        return torch.from_numpy(self.session.run(None, {"input": x})[0])
+
+
+class OpenVinoEngine:
+    """OpenVINO on the CPU, in bf16 where the CPU has it (its inference precision hint), else fp32."""
+
+    name = "openvino"
+
+    def __init__(self, onnx_path: Path, threads: int) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        hint = "bf16" if cpu_has_fast_bf16() else "f32"
+        config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads}
+        self.model = core.compile_model(core.read_model(str(onnx_path)), "CPU", config)
+        self.precision = hint
+
+    def eval(self):
+        return self
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float().contiguous().cpu().numpy()
+        return torch.from_numpy(np.asarray(self.model(x)[0]))
+
+
+def checkpoint_digest(checkpoint: Path) -> str:
+    """The checkpoint's identity in the cache: its content hash, read once per file version (auto asks
+    for it once per engine, and a seed-network checkpoint is 120 MB)."""
+    stat = Path(checkpoint).stat()
+    return _digest(str(Path(checkpoint).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:20]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("UNETKIT_CACHE", Path.home() / ".cache" / "unetkit")) / "engines"
+
+
+def onnx_for(checkpoint: Path, model, meta: ModelMeta, log=print) -> Path:
+    """The raw ONNX graph of this checkpoint, exported (and verified) once into the cache."""
+    digest = checkpoint_digest(checkpoint)
+    path = cache_dir() / f"{digest}.onnx"
+    if not path.is_file():
+        log(f"engine: exporting {checkpoint} to ONNX once ({path})")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.onnx")
+        export_onnx(model, meta, tmp, variant="raw")
+        seg = Segmenter(model, meta, setup("cpu", "fp32", channels_last=False))
+        bad = [p for p in verify_onnx(tmp, seg, sample_images(meta, []), "raw") if not p.ok]
+        if bad:
+            tmp.unlink()
+            raise ConfigError(
+                f"engine: the ONNX graph of {checkpoint} does not match PyTorch ({bad[0]}); use --engine torch"
+            )
+        tmp.replace(path)
+    return path
+
+
+def make_engine(name: str, checkpoint: Path, model, meta: ModelMeta, device: torch.device, log=print):
+    """The callable that computes logits: the model itself for torch, else an ONNX runtime."""
+    if name == "torch":
+        return model
+    if device.type != "cpu":
+        raise ConfigError(f"engine: {name} runs on the CPU here; use --engine torch with --device {device}")
+    module = {"onnxruntime": "onnxruntime", "openvino": "openvino"}[name]
+    try:
+        __import__(module)
+    except ImportError:
+        raise ConfigError(
+            f"engine: {name} is not installed; pip install 'unetkit[engines]' or use --engine torch"
+        ) from None
+    path = onnx_for(checkpoint, model, meta, log)
+    threads = torch.get_num_threads()
+    return OnnxRuntimeEngine(path, threads) if name == "onnxruntime" else OpenVinoEngine(path, threads)
+
+
+def installed() -> list[str]:
+    out = ["torch"]
+    for name in ("onnxruntime", "openvino"):
+        try:
+            __import__(name)
+            out.append(name)
+        except ImportError:
+            pass
+    return out
+
+
+def choose(checkpoint: Path, model, meta: ModelMeta, rt, log=print):
+    """`auto`: time each installed engine on one image of the model's input size (after a warm-up)
+    and keep the fastest; the choice is remembered per checkpoint and machine in the cache."""
+    if rt.device.type != "cpu":
+        return model, "torch"
+    digest = checkpoint_digest(checkpoint)
+    key = f"{digest}-{os.uname().machine}-{torch.get_num_threads()}t-{rt.precision}"
+    memo = cache_dir() / "choices.json"
+    choices = json.loads(memo.read_text()) if memo.is_file() else {}
+    if key in choices and choices[key]["engine"] in installed():
+        name = choices[key]["engine"]
+        return make_engine(name, checkpoint, model, meta, rt.device, log), name
+    h, w = meta.size
+    x = torch.randn(1, model.config.in_channels, h, w)  # click models: image + click channels
+    timings, engines = {}, {}
+    for name in installed():
+        engine = make_engine(name, checkpoint, model, meta, rt.device, log)
+        with torch.no_grad():
+            run_model(engine, x, rt)  # warm-up
+            t = time.perf_counter()
+            run_model(engine, x, rt)
+        timings[name], engines[name] = time.perf_counter() - t, engine
+    name = min(timings, key=timings.get)
+    log("engine auto: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in timings.items()) + f" per image; using {name}")
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    choices[key] = {"engine": name, "ms": {k: round(v * 1000, 1) for k, v in timings.items()}}
+    memo.write_text(json.dumps(choices, indent=1))
+    return engines[name], name
+
+
+def load(path: str | Path, engine: str = "torch", device: str = "auto", precision: str = "auto", log=None) -> Segmenter:
+    """A checkpoint (or builtin:NAME, or a .safetensors export) ready to run in `engine`: torch,
+    onnxruntime, openvino, or auto (the fastest installed, measured once per checkpoint and machine)."""
+    if engine == "torch":
+        return Segmenter.load(path, device, precision)
+    rt = setup(device, precision, channels_last=True)
+    model, meta = load_model(path)
+    model = model.to(rt.device).to(memory_format=torch.channels_last)
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    if engine == "auto":
+        runner, engine = choose(Path(path), model, meta, rt, log)
+    else:
+        runner = make_engine(engine, Path(path), model, meta, rt.device, log)
+    if engine == "torch":  # auto chose PyTorch
+        return Segmenter(runner, meta, rt, engine)
+    runner.precision = getattr(runner, "precision", "fp32")  # the ONNX runtimes compute in their own precision
+    return Segmenter(runner, meta, dataclasses.replace(rt, precision="fp32", channels_last=False), engine)

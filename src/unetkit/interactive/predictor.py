@@ -1,0 +1,125 @@
+"""Click-guided inference: an image, its clicks and the previous mask -> a new foreground probability.
+
+`ClickPredictor.probs` is stateless (what the HTTP API calls); `ClickSession` keeps the clicks and the
+previous mask of one image, with undo and RITM's optional zoom-in (from the 2nd click on, predict on a
+box around the current mask and positive clicks, x1.4 and at least 200 px, resized so its longer side
+is the network's input size; the box is recomputed when a click falls outside it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from unetkit.data.imageio import resize_image
+from unetkit.data.transforms import normalize
+from unetkit.errors import ConfigError
+from unetkit.infer.inference import decode, foreground, run_model
+from unetkit.interactive.clicks import RADIUS, Click, View, click_maps
+
+ZOOM_EXPANSION = 1.4
+ZOOM_MIN_SIZE = 200
+
+
+class ClickPredictor:
+    """A click model (a Segmenter whose checkpoint records clicks) ready for clicks."""
+
+    def __init__(self, seg) -> None:
+        if not seg.meta.interactive:
+            raise ConfigError("this checkpoint is not a click model; train one with `unetkit train --interactive`")
+        self.seg = seg
+        self.radius = float(seg.meta.clicks.get("radius", RADIUS))
+        self.threshold = seg.meta.click_threshold
+
+    def net_size(self, box: tuple[int, int, int, int], whole: bool) -> tuple[int, int]:
+        """Resize-mode models see any box at their training size; crop-mode models see the whole image
+        at its own size and a zoomed box with its longer side at the training size."""
+        meta = self.seg.meta
+        bh, bw = box[2] - box[0], box[3] - box[1]
+        if meta.resize == "resize":
+            return tuple(meta.size)
+        if whole:
+            return bh, bw
+        s = max(meta.size) / max(bh, bw)
+        return max(1, round(bh * s)), max(1, round(bw * s))
+
+    @torch.no_grad()
+    def probs(self, image: torch.Tensor, clicks: list[Click], prev: np.ndarray | None = None, box=None) -> np.ndarray:
+        """image (C, H, W) in [0, 1] -> (H, W) foreground probability; outside `box`, 0 (as RITM)."""
+        seg = self.seg
+        _, h, w = image.shape
+        box = box or (0, 0, h, w)
+        y0, x0, y1, x1 = box
+        view = View(box, self.net_size(box, box == (0, 0, h, w)))
+        x = normalize(resize_image(image[:, y0:y1, x0:x1].float(), view.size)[None], seg.meta.mean, seg.meta.std)
+        maps = click_maps(clicks, view, self.radius)[None]
+        p = torch.zeros(1, 1, *view.size)
+        if prev is not None:
+            crop = torch.from_numpy(np.ascontiguousarray(prev[y0:y1, x0:x1], dtype=np.float32))[None, None]
+            p = F.interpolate(crop, size=view.size, mode="bilinear", align_corners=False)
+        x = torch.cat([x, maps, p], 1).to(seg.rt.device)
+        logits = run_model(seg.model, x, seg.rt)
+        logits = F.interpolate(logits, size=(y1 - y0, x1 - x0), mode="bilinear", align_corners=False)
+        out = np.zeros((h, w), np.float32)
+        out[y0:y1, x0:x1] = decode(logits, True, self.threshold)[0][0, 0].cpu().numpy()
+        return out
+
+    def session(self, image, zoom_in: bool = False) -> ClickSession:
+        return ClickSession(self, self.seg.to_tensor(image), zoom_in)
+
+
+def zoom_box(mask: np.ndarray, clicks: list[Click]) -> tuple[int, int, int, int] | None:
+    """RITM's object ROI: the box of the mask and the positive clicks, x1.4, at least 200 px a side,
+    inside the image; None when there is nothing to zoom on."""
+    obj = mask.copy()
+    for c in clicks:
+        if c.positive:
+            obj[int(c.y), int(c.x)] = True
+    if not obj.any():
+        return None
+    h, w = obj.shape
+    ys, xs = np.nonzero(obj)
+    box = []
+    for lo, hi, limit in ((ys.min(), ys.max(), h), (xs.min(), xs.max(), w)):
+        size = max((hi - lo + 1) * ZOOM_EXPANSION, ZOOM_MIN_SIZE)
+        centre = (lo + hi) / 2
+        a = int(round(max(0, centre - size / 2)))
+        b = int(round(min(limit, centre + size / 2)))
+        box.append((a, max(b, a + 1)))
+    return box[0][0], box[1][0], box[0][1], box[1][1]
+
+
+@dataclass
+class ClickSession:
+    """The clicks on one image and the mask they give; each click re-predicts from the previous mask."""
+
+    predictor: ClickPredictor
+    image: torch.Tensor  # (C, H, W) in [0, 1]
+    zoom_in: bool = False
+    clicks: list[Click] = field(default_factory=list)
+    history: list[np.ndarray] = field(default_factory=list)  # probabilities before each click
+    box: tuple[int, int, int, int] | None = None
+
+    def __post_init__(self) -> None:
+        self.probs = np.zeros(self.image.shape[-2:], np.float32)
+
+    def add(self, click: Click) -> np.ndarray:
+        self.history.append(self.probs)
+        self.clicks.append(click)
+        outside = self.box is None or not View(self.box, (1, 1)).contains(click)
+        if self.zoom_in and len(self.clicks) > 1 and outside:
+            self.box = zoom_box(foreground(self.probs, self.predictor.threshold), self.clicks)
+        self.probs = self.predictor.probs(self.image, self.clicks, self.probs, self.box)
+        return self.probs
+
+    def undo(self) -> np.ndarray:
+        if self.clicks:
+            self.clicks.pop()
+            self.probs = self.history.pop()
+        return self.probs
+
+    @property
+    def mask(self) -> np.ndarray:
+        return foreground(self.probs, self.predictor.threshold).astype(np.uint8)

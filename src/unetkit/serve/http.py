@@ -1,0 +1,96 @@
+"""What every route shares: request limits (bytes, pixels, concurrency, time), the gate that bounds
+running and waiting requests (beyond it: 503 with Retry-After, never unbounded memory), and uploads
+checked before they are decoded and sniffed by content."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from fastapi.responses import JSONResponse  # this package is imported only by `serve` and `annotate`
+from PIL import Image, UnidentifiedImageError
+
+from unetkit.data.imageio import image_to_array, to_channels
+from unetkit.errors import DataError
+from unetkit.infer.predict import save_mask
+
+FORMATS = {"PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF", "PPM"}
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_bytes: int = 20 * 2**20
+    max_pixels: int = 40_000_000
+    slots: int = 1  # concurrent inferences
+    queue: int = 8  # requests waiting for a slot before 503
+    timeout_s: float = 60.0
+
+
+class Gate:
+    """At most `slots` requests run and `queue` wait; the rest are turned away at once."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.semaphore = asyncio.Semaphore(limits.slots)
+        self.waiting = 0
+
+    def full(self) -> bool:
+        return self.semaphore.locked() and self.waiting >= self.limits.queue
+
+
+def read_upload(data: bytes, limits: Limits, in_channels: int) -> np.ndarray:
+    """Bytes -> float (H, W, C) image, or (status, message) as a ValueError for the client."""
+    if len(data) > limits.max_bytes:
+        raise UploadError(413, f"upload is {len(data):,} bytes; the limit is {limits.max_bytes:,}")
+    try:
+        img = Image.open(io.BytesIO(data))  # reads the header only
+    except Image.DecompressionBombError as e:
+        raise UploadError(413, f"image too large ({e})") from None
+    except (UnidentifiedImageError, OSError):
+        raise UploadError(415, "not an image this server reads (PNG, JPEG, BMP, TIFF, WebP, GIF, PPM)") from None
+    if img.format not in FORMATS:
+        raise UploadError(415, f"image format {img.format} is not accepted")
+    if img.width * img.height > limits.max_pixels:
+        raise UploadError(413, f"{img.width}x{img.height} pixels is over the {limits.max_pixels:,} pixel limit")
+    try:
+        img.load()
+        return to_channels(image_to_array(img), in_channels, "upload")
+    except DataError as e:
+        raise UploadError(422, str(e)) from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise UploadError(422, f"the image could not be decoded ({e})") from None
+
+
+class UploadError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def mask_png(mask: np.ndarray, num_classes: int) -> bytes:
+    buf = io.BytesIO()
+    save_mask(mask, buf, num_classes)
+    return buf.getvalue()
+
+
+def busy() -> JSONResponse:
+    return JSONResponse({"error": "busy: too many requests waiting"}, 503, headers={"Retry-After": "1"})
+
+
+async def gated(gate: Gate, fn, *args):
+    """Run fn(*args) in a worker thread once a slot is free: its result, or a 503/504 response."""
+    if gate.full():
+        return busy()
+    gate.waiting += 1
+    try:
+        await gate.semaphore.acquire()
+    finally:
+        gate.waiting -= 1
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(fn, *args), gate.limits.timeout_s)
+    except TimeoutError:
+        return JSONResponse({"error": f"inference took longer than {gate.limits.timeout_s:.0f} s"}, 504)
+    finally:
+        gate.semaphore.release()

@@ -1,0 +1,68 @@
+"""Every engine computes the masks PyTorch computes, through the same pre- and post-processing."""
+
+import json
+
+import pytest
+
+from unetkit.deploy.engines import load
+from unetkit.infer.predict import Segmenter
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def cache_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def cache(cache_root, monkeypatch):
+    """One engine cache for this module, so the checkpoint is exported to ONNX once (~4 s)."""
+    monkeypatch.setenv("UNETKIT_CACHE", str(cache_root))
+    (cache_root / "engines" / "choices.json").unlink(missing_ok=True)
+    return cache_root / "engines"
+
+
+def test_engines_give_torchs_masks(trained_run, learn_dir, cache):
+    ckpt = trained_run.best_checkpoint
+    images = sorted((learn_dir / "test" / "images").iterdir())[:4]
+    reference = Segmenter.load(ckpt, "cpu", "fp32", "torch")
+    engines = ["onnxruntime"] + (["openvino"] if _has("openvino") else [])
+    for name in engines:
+        seg = load(ckpt, name, "cpu", "auto")
+        assert seg.engine == name and seg.rt.precision == "fp32"
+        for path in images:
+            agree = (seg.predict(path, tta=True) == reference.predict(path, tta=True)).mean()
+            assert agree > 0.995, (name, path.name, agree)
+    assert len(list(cache.glob("*.onnx"))) == 1  # exported once, shared by both runtimes
+
+
+def test_auto_measures_once_and_remembers(trained_run, cache):
+    logs = []
+    seg = load(trained_run.best_checkpoint, "auto", "cpu", "auto", log=logs.append)
+    assert seg.engine in ("torch", "onnxruntime", "openvino")
+    assert any(line.startswith("engine auto: torch ") and f"using {seg.engine}" in line for line in logs)
+    choices = json.loads((cache / "choices.json").read_text())
+    assert [c["engine"] for c in choices.values()] == [seg.engine]
+    logs.clear()
+    again = load(trained_run.best_checkpoint, "auto", "cpu", "auto", log=logs.append)
+    assert again.engine == seg.engine and not any("engine auto" in line for line in logs)
+
+
+def _has(module: str) -> bool:
+    try:
+        __import__(module)
+        return True
+    except ImportError:
+        return False
+
+
+def test_cli_engine_flag(trained_run, learn_dir, tmp_path, cache, capsys):
+    from unetkit.cli import main
+
+    args = ["evaluate", str(trained_run.best_checkpoint), "--data", str(learn_dir), "--json"]
+    assert main([*args, "--engine", "onnxruntime"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["engine"] == "onnxruntime" and summary["classes"][1]["dice"] > 0.8
+    assert main([*args, "--engine", "tensorrt"]) == 2
+    assert "engine: use torch|onnxruntime|openvino|auto" in capsys.readouterr().err

@@ -1,0 +1,85 @@
+"""Labelling a folder through the annotate API: unlabelled images first (least confident first),
+accepted masks written atomically as 0/255 PNGs, an existing mask replaced only when asked and then
+kept as a backup, and the done count follows."""
+
+import base64
+import io
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from unetkit.infer.predict import Segmenter  # noqa: E402
+from unetkit.serve.annotate import annotate_routes, scan  # noqa: E402
+from unetkit.serve.app import create_app  # noqa: E402
+
+
+def png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_label_two_images_through_the_api(click_run, learn_dir, tmp_path):
+    folder = tmp_path / "todo"
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    sources = sorted((learn_dir / "test" / "images").iterdir())[:3]
+    for p in sources:
+        shutil.copy(p, folder / "images" / p.name)
+    labelled = sources[2].stem
+    old = np.zeros((64, 64), np.uint8)
+    Image.fromarray(old).save(folder / "masks" / f"{labelled}.png")
+
+    seg = Segmenter.load(click_run.best_checkpoint, "cpu", "fp32")
+    items = scan(folder, seg, progress=False)
+    app = create_app(seg, add_ons=[annotate_routes(items)])
+    client = TestClient(app)
+
+    assert client.get("/v1/model").json()["annotate"] == {"first": 0, "total": 3}
+    listing = client.get("/v1/annotate/items").json()
+    assert [it["has_mask"] for it in listing] == [False, False, True] and listing[0]["done"] == 1
+    assert listing[0]["confidence"] <= listing[1]["confidence"]  # least confident first
+    assert client.get("/v1/annotate/items/0/image").content == (folder / "images" / listing[0]["name"]).read_bytes()
+
+    for i in (0, 1):  # the automatic mask, one positive click, accepted
+        first = client.post(
+            "/v1/interactive", files={"image": ("x.png", client.get(f"/v1/annotate/items/{i}/image").content)}
+        ).json()
+        mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(first["mask_png_base64"]))))
+        r = client.post(f"/v1/annotate/items/{i}/mask", files={"mask": ("m.png", png(mask))}).json()
+        written = folder / "masks" / (listing[i]["name"].rsplit(".", 1)[0] + ".png")
+        assert r["written"] == str(written) and r["done"] == 2 + i
+        saved = np.asarray(Image.open(written))
+        assert saved.dtype == np.uint8 and set(np.unique(saved)) <= {0, 255}
+        assert np.array_equal(saved > 0, mask > 0)
+    assert not list((folder / "masks").glob(".*.tmp"))  # atomic: no temporary files left
+
+    new = np.full((64, 64), 255, np.uint8)
+    r = client.post("/v1/annotate/items/2/mask", files={"mask": ("m.png", png(new))})
+    assert r.status_code == 409 and "overwrite" in r.json()["error"]
+    assert (np.asarray(Image.open(folder / "masks" / f"{labelled}.png")) == 0).all()  # untouched
+    r = client.post("/v1/annotate/items/2/mask", data={"overwrite": "true"}, files={"mask": ("m.png", png(new))})
+    assert r.status_code == 200 and (np.asarray(Image.open(folder / "masks" / f"{labelled}.png")) == 255).all()
+    backups = list((folder / "masks" / ".backup").iterdir())
+    assert len(backups) == 1 and (np.asarray(Image.open(backups[0])) == 0).all()
+
+    assert client.get("/v1/annotate/items/3").status_code == 404
+    bad = client.post("/v1/annotate/items/0/mask", files={"mask": ("m.png", png(np.zeros((5, 5), np.uint8)))})
+    assert bad.status_code == 422 and "64x64" in bad.json()["error"]
+
+
+def test_annotate_needs_an_images_folder(click_run, tmp_path):
+    from unetkit.errors import DataError
+
+    seg = Segmenter.load(click_run.best_checkpoint, "cpu", "fp32")
+    with pytest.raises(DataError, match="no images/ folder"):
+        scan(tmp_path, seg)
+    (tmp_path / "images").mkdir()
+    with pytest.raises(DataError, match="no images"):
+        scan(tmp_path, seg)

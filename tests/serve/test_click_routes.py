@@ -1,0 +1,101 @@
+"""POST /v1/interactive: stateless click-guided predictions (image or cached id, clicks, previous
+probabilities) equal to the ClickPredictor's; bad clicks and stale ids get clear 4xx answers."""
+
+import base64
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from unetkit.infer.predict import Segmenter  # noqa: E402
+from unetkit.interactive.clicks import Click  # noqa: E402
+from unetkit.interactive.predictor import ClickPredictor  # noqa: E402
+from unetkit.serve.app import Limits, create_app  # noqa: E402
+from unetkit.serve.clicks import ImageCache  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def seg(click_run):
+    return Segmenter.load(click_run.best_checkpoint, "cpu", "fp32")
+
+
+@pytest.fixture(scope="module")
+def client(seg):
+    return TestClient(create_app(seg, Limits(max_bytes=2**20, max_pixels=1_000_000, slots=1, queue=4)))
+
+
+def decode(b64: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))))
+
+
+def test_clicks_and_previous_mask_give_the_predictors_mask(client, seg, learn_dir):
+    assert client.get("/v1/model").json()["interactive"] is True
+    path = sorted((learn_dir / "test" / "images").iterdir())[2]
+    predictor = ClickPredictor(seg)
+    image = seg.to_tensor(path)
+    first = client.post("/v1/interactive", files={"image": ("x.png", path.read_bytes())}).json()
+    auto = predictor.probs(image, [])
+    assert first["clicks"] == 0 and np.array_equal(decode(first["mask_png_base64"]) > 0, auto > 0.49)
+    assert np.abs(decode(first["probs_png_base64"]) / 255 - auto).max() <= 0.5 / 255 + 1e-6
+
+    clicks = [{"x": 20, "y": 30, "positive": True}, {"x": 50, "y": 5, "positive": False}]
+    prev_png = base64.b64decode(first["probs_png_base64"])
+    r = client.post(
+        "/v1/interactive",
+        data={"image_id": first["image_id"], "clicks": json.dumps(clicks)},
+        files={"prev": ("prev.png", prev_png, "image/png")},
+    ).json()
+    prev = decode(first["probs_png_base64"]).astype(np.float32) / 255
+    expected = predictor.probs(image, [Click.from_dict(c) for c in clicks], prev)
+    assert r["clicks"] == 2 and r["image_id"] == first["image_id"]
+    assert np.array_equal(decode(r["mask_png_base64"]) > 0, expected > 0.49)
+
+
+def test_bad_interactive_requests_get_4xx(client, learn_dir):
+    path = sorted((learn_dir / "test" / "images").iterdir())[0]
+    image_id = client.post("/v1/interactive", files={"image": ("x.png", path.read_bytes())}).json()["image_id"]
+    cases = {
+        "stale id": ({"image_id": "0" * 32}, {}, 404),
+        "not json": ({"image_id": image_id, "clicks": "[{x: 1"}, {}, 422),
+        "no fields": ({"image_id": image_id, "clicks": '[{"x": 1}]'}, {}, 422),
+        "outside": ({"image_id": image_id, "clicks": '[{"x": 64, "y": 0, "positive": true}]'}, {}, 422),
+        "prev size": ({"image_id": image_id}, {"prev": ("p.png", png(np.zeros((5, 5), np.uint8)))}, 422),
+        "prev rgb": ({"image_id": image_id}, {"prev": ("p.png", png(np.zeros((64, 64, 3), np.uint8)))}, 422),
+    }
+    for name, (data, files, status) in cases.items():
+        r = client.post("/v1/interactive", data=data, files=files or None)
+        assert r.status_code == status and "error" in r.json(), (name, r.status_code, r.text)
+    assert "send the image again" in client.post("/v1/interactive", data={"image_id": "x"}).json()["error"]
+
+
+def test_plain_models_have_no_interactive_route(trained_run):
+    seg = Segmenter.load(trained_run.best_checkpoint, "cpu", "fp32")
+    client = TestClient(create_app(seg))
+    assert client.get("/v1/model").json()["interactive"] is False
+    assert client.post("/v1/interactive", data={"image_id": "x"}).status_code == 404
+    with pytest.raises(Exception, match="not a click model"):
+        ClickPredictor(seg)
+
+
+def test_image_cache_is_bounded_and_least_recently_used_goes_first():
+    cache = ImageCache(max_images=3, max_bytes=10**9)
+    ids = [cache.put(bytes([i]), np.zeros((2, 2, 3), np.float32)) for i in range(3)]
+    assert cache.get(ids[0]) is not None  # touch the oldest
+    cache.put(b"new", np.zeros((2, 2, 3), np.float32))
+    assert cache.get(ids[1]) is None and cache.get(ids[0]) is not None and len(cache.items) == 3
+    small = ImageCache(max_images=10, max_bytes=100)
+    for i in range(5):
+        small.put(bytes([i]), np.zeros(10, np.float32))  # 40 bytes each: two fit
+    assert len(small.items) == 2
+
+
+def png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()

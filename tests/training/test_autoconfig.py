@@ -1,0 +1,74 @@
+import json
+
+import pytest
+
+from conftest import tiny_config
+from unetkit.cli import main
+from unetkit.training import autoconfig
+from unetkit.training.autoconfig import epochs_for_budget, fingerprint
+from unetkit.training.plan import plan_for_budget as plan
+
+
+@pytest.fixture
+def fast_steps(monkeypatch):
+    """Step times from convolution cost instead of real timing: the rule is tested, not the machine."""
+    seconds_per_gmac = 0.01
+
+    def fake_time_step(config, num_classes, steps=2):
+        return seconds_per_gmac * autoconfig.unet_macs(config) * config.batch_size / 1e9
+
+    monkeypatch.setattr(autoconfig, "time_step", fake_time_step)
+
+
+def test_fingerprint(demo_dir):
+    fp = fingerprint(tiny_config(data={"root": str(demo_dir)}))
+    assert fp["median_size_hw"] == [40, 48] and fp["num_classes"] == 2
+    assert 0 < fp["foreground_fraction"] < 1 and sum(fp["pairs"].values()) == 24
+
+
+def test_epochs_for_budget_hand_values():
+    # 10 steps of 0.5 s + 30 val images * 0.5 s / 8 / 3 = 5.625 s per epoch; 0.85 * 100 / 5.625 = 15.1
+    assert epochs_for_budget(100, 10, 0.5, 30, 8) == (15, 5.625)
+    assert epochs_for_budget(1, 10, 0.5, 30, 8)[0] == 1  # never zero
+
+
+def test_plan_fits_the_budget_and_writes_its_reasoning(demo_dir, tmp_path, fast_steps):
+    cfg = tiny_config(data={"root": str(demo_dir)})
+    planned = plan(cfg, budget_s=20, out=tmp_path)
+    why = json.loads((tmp_path / "autoconfig.json").read_text())
+    assert why["candidates_measured"] and why["chosen"]["epochs"] == planned.epochs >= 1
+    assert planned.data.size == (128, 128)  # small images: the smallest candidate size
+    assert planned.time_limit == "20s" and planned.fill_time_limit
+    est = why["chosen"]["estimated_epoch_seconds"] * planned.epochs
+    assert est <= 0.85 * 20 + 1e-6
+    # Nothing reaches the wanted steps in 20 s: the cheapest candidate. With 200 s, the first in the
+    # preference order (largest size, then widest) whose affordable steps reach the needed ones.
+    rows = [r for r in why["candidates_measured"] if not r["measured"]]
+    assert all(r["steps_affordable"] < r["steps_needed"] for r in rows) and planned.model.widths == (16, 32, 64, 128)
+    roomy = plan(cfg, budget_s=200, out=tmp_path)
+    rows = json.loads((tmp_path / "autoconfig.json").read_text())["candidates_measured"]
+    first = next(r for r in rows if not r["measured"] and r["steps_affordable"] >= r["steps_needed"])
+    assert list(roomy.model.widths) == first["widths"] != [16, 32, 64, 128]
+
+
+def test_plan_keeps_the_images_aspect_ratio(tmp_path, fast_steps):
+    from unetkit.data.demo import write_demo
+
+    wide = write_demo(tmp_path / "wide", num_images=12, size=(40, 72), seed=2)
+    planned = plan(tiny_config(data={"root": str(wide)}), budget_s=20, out=tmp_path)
+    assert planned.data.size == (128, 224)  # short side 128, long side 128 * 72/40 rounded to 32
+
+
+def test_plan_measures_for_real(demo_dir, tmp_path):
+    """One real calibration on this machine: a positive step time, and the chosen net confirmed."""
+    planned = plan(tiny_config(data={"root": str(demo_dir)}), budget_s=5, out=tmp_path)
+    why = json.loads((tmp_path / "autoconfig.json").read_text())
+    measured = [r for r in why["candidates_measured"] if r["measured"]]
+    assert measured and all(r["seconds_per_step"] > 0 for r in measured) and planned.epochs >= 1
+
+
+def test_cli_time_budget(demo_dir, tmp_path, fast_steps):
+    assert main(["train", "--data", str(demo_dir), "--out", str(tmp_path / "r"), "--time-budget", "2s"]) == 0
+    assert (tmp_path / "r" / "autoconfig.json").is_file() and (tmp_path / "r" / "checkpoints" / "best.pt").is_file()
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert saved["time_limit"] == "2s" and saved["fill_time_limit"] is True

@@ -1,0 +1,63 @@
+"""Training is planned once: under --time-budget with an --init, each decision runs exactly once (the
+CLI used to plan and then fit planned again), and the plan the loop gets is frozen."""
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+import unetkit.training.autoconfig
+import unetkit.training.finetune
+import unetkit.training.plan
+from unetkit.cli import main
+from unetkit.training.plan import Plan
+
+PREMOVE = Path(__file__).resolve().parents[1] / "fixtures" / "premove"
+COUNTED = {
+    unetkit.training.plan: ("check_dataset", "start_from", "resolve_norm", "demo_config", "with_class_weights"),
+    unetkit.training.finetune: ("load_source",),
+    unetkit.training.autoconfig: ("zero_shot",),
+}
+
+
+def count_calls(monkeypatch) -> dict[str, int]:
+    calls = {}
+    for module, names in COUNTED.items():
+        for name in names:
+            real = getattr(module, name)
+            calls[name] = 0
+
+            def counted(*args, _real=real, _name=name, **kwargs):
+                calls[_name] += 1
+                return _real(*args, **kwargs)
+
+            monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+def test_a_time_budget_run_with_an_init_decides_each_thing_once(demo_dir, tmp_path, monkeypatch, capsys):
+    calls = count_calls(monkeypatch)
+    run = tmp_path / "run"
+    args = ["train", "--data", str(demo_dir), "--out", str(run), "--time-budget", "6s"]
+    assert main([*args, "--init", str(PREMOVE / "seg_best.pt"), "--precision", "fp32", "--sample-every", "0"]) == 0
+    assert calls == {
+        "check_dataset": 1, "start_from": 1, "resolve_norm": 1, "demo_config": 0, "with_class_weights": 1,
+        "load_source": 1, "zero_shot": 1,
+    }  # fmt: skip
+    log = (run / "train.log").read_text()
+    assert log.count("init: starting from") == 1 and log.count("init: loaded") == 1
+    assert (run / "autoconfig.json").is_file() and "autoconfig: chose" in capsys.readouterr().out
+
+
+def test_demo_data_is_written_once_per_run(tmp_path, monkeypatch):
+    calls = count_calls(monkeypatch)
+    flags = ["--widths", "4,8", "--size", "32,32", "--epochs", "1", "--batch-size", "8", "--sample-every", "0"]
+    assert main(["train", "--out", str(tmp_path / "run"), *flags]) == 0
+    assert calls["demo_config"] == 1 and calls["check_dataset"] == 1 and calls["load_source"] == 0
+    assert (tmp_path / "run" / "demo_data" / "train").is_dir()
+
+
+def test_the_plan_is_frozen():
+    assert dataclasses.is_dataclass(Plan) and Plan.__dataclass_params__.frozen
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Plan.__new__(Plan).config = None
