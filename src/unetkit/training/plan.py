@@ -80,38 +80,50 @@ def make_plan(
     budget_s: float = 0.0,
 ) -> tuple[Plan, TrainData]:
     """The plan of a new run (or of a resumed one: `saved`, its last.pt) and its datasets."""
-    config, checked, splits, recorded, source, reasoning = decide(config, run_dir, log, task, rt, saved, budget_s)
-    if reasoning is not None and rt.is_main:
-        (run_dir / "autoconfig.json").write_text(json.dumps(reasoning, indent=2))
-    report, _, spec = checked
-    data_classes = class_names(config.data, spec)
-    data, train_base = _datasets(config, splits, spec, run_dir, log)
-    config = with_class_weights(config, train_base, len(data_classes), log)
-    mean, std = _normalization(saved, source, config, train_base)
-    record = recorded or record_splits(config.data, splits)
-    return Plan(config, report, splits, record, spec, data_classes, mean, std, source, reasoning), data
+    d = decide(config, run_dir, log, task, rt, saved, budget_s)
+    if d.reasoning is not None and rt.is_main:
+        (run_dir / "autoconfig.json").write_text(json.dumps(d.reasoning, indent=2))
+    report, _, spec = d.checked
+    data, train_base = _datasets(d.config, d.splits, spec, run_dir, log)
+    config = with_class_weights(d.config, train_base, len(d.data_classes), log)
+    mean, std = _normalization(saved, d.source, config, train_base)
+    record = d.recorded or record_splits(config.data, d.splits)
+    plan = Plan(config, report, d.splits, record, spec, d.data_classes, mean, std, d.source, d.reasoning)
+    return plan, data
 
 
-def decide(config: TrainConfig, run_dir: Path, log, task: Task, rt: Runtime, saved, budget_s: float):
-    """The decisions that need no decoded pixels, in order, each once: (config, data check, usable
-    splits, the recorded split of a resumed run or None, the starting model or None, autoconfig's
-    reasoning or None)."""
+@dataclass(frozen=True)
+class Decisions:
+    """What `decide` settles before any pixel is decoded."""
+
+    config: TrainConfig
+    checked: tuple  # data.check.check_dataset's (report, splits, spec)
+    splits: dict[str, list[Pair]]
+    data_classes: tuple[str, ...]
+    recorded: SplitRecord | None  # a resumed run's split
+    source: Source | None
+    reasoning: dict | None
+
+
+def decide(config: TrainConfig, run_dir: Path, log, task: Task, rt: Runtime, saved, budget_s: float) -> Decisions:
+    """The decisions that need no decoded pixels, in order, each once: demo data, the data check, the
+    usable splits, the starting model and its network, the norm, and autoconfig's choices."""
     config = task.adapt_config(config)
     if config.data.root is None and config.data.csv is None:
         config = demo_config(config, run_dir, rt)
     checked = check_dataset(config.data)
     recorded = run_split(saved.split, run_dir)[0] if saved is not None else None
     splits = _usable_splits(config, checked, recorded, log)
+    data_classes = class_names(config.data, checked[2])
     source = None
     user_encoder_lr = config.finetune.encoder_lr_scale
     if saved is None:
-        classes = task.classes or class_names(config.data, checked[2])
-        config, source = start_from(config, len(classes), log)
+        config, source = start_from(config, len(task.classes or data_classes), log)
     config = resolve_norm(config, len(splits["train"]))
     reasoning = None
     if budget_s and saved is None:
         config, reasoning = autoconfig.plan(config, checked, source, budget_s, user_encoder_lr is None, log)
-    return config, checked, splits, recorded, source, reasoning
+    return Decisions(config, checked, splits, data_classes, recorded, source, reasoning)
 
 
 def _usable_splits(config: TrainConfig, checked, recorded: SplitRecord | None, log) -> dict[str, list[Pair]]:
@@ -184,8 +196,8 @@ def plan_for_budget(config: TrainConfig, budget_s: float, out: Path | None = Non
     """The config a `--time-budget` run trains with, without training (for benchmarks and tools that
     only want the choice): the decisions `fit(config, time_budget=...)` makes, reasoning in OUT."""
     rt = setup(config.device, config.precision, config.channels_last)
-    config, *_, reasoning = decide(config, Path(out or "."), log, task_for(config), rt, None, budget_s)
+    d = decide(config, Path(out or "."), log, task_for(config), rt, None, budget_s)
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
-        (Path(out) / "autoconfig.json").write_text(json.dumps(reasoning, indent=2))
-    return config
+        (Path(out) / "autoconfig.json").write_text(json.dumps(d.reasoning, indent=2))
+    return d.config
