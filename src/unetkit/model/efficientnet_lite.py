@@ -71,13 +71,22 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
 
 
 class SameConv2d(nn.Conv2d):
-    """A bias-free convolution padded like TensorFlow's "SAME" for whatever size comes in."""
+    """A bias-free convolution padded like TensorFlow's "SAME" for whatever size comes in. With
+    `divisible` the caller promises sizes divisible by the stride (a U-Net pads its input to a multiple
+    of 32), where SAME padding is the constant (k - s) split: the same numbers, and graphs whose shapes
+    need no size arithmetic (ONNX export of the dynamic version took minutes)."""
 
-    def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int = 1, groups: int = 1) -> None:
+    def __init__(
+        self, in_ch: int, out_ch: int, kernel: int, stride: int = 1, groups: int = 1, divisible: bool = False
+    ) -> None:
         super().__init__(in_ch, out_ch, kernel, stride, padding=0, groups=groups, bias=False)
+        self.divisible = divisible
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k, s = self.kernel_size[0], self.stride[0]
+        if self.divisible:
+            before, after = same_padding(0, k, s)
+            return super().forward(F.pad(x, (before, after, before, after)))
         top, bottom = same_padding(x.shape[-2], k, s)
         left, right = same_padding(x.shape[-1], k, s)
         return super().forward(F.pad(x, (left, right, top, bottom)))
@@ -91,12 +100,13 @@ class MBConv(nn.Module):
     """Inverted residual: 1x1 expansion, depthwise k x k (the stride), 1x1 projection; the input is
     added back when the shape allows."""
 
-    def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int, expand: int) -> None:
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int, expand: int, divisible: bool) -> None:
         super().__init__()
         mid = in_ch * expand
         if expand != 1:
             self.expand_conv, self.expand_bn = SameConv2d(in_ch, mid, 1), norm(mid)
-        self.depthwise_conv, self.depthwise_bn = SameConv2d(mid, mid, kernel, stride, groups=mid), norm(mid)
+        depthwise = SameConv2d(mid, mid, kernel, stride, groups=mid, divisible=divisible)
+        self.depthwise_conv, self.depthwise_bn = depthwise, norm(mid)
         self.project_conv, self.project_bn = SameConv2d(mid, out_ch, 1), norm(out_ch)
         self.residual = stride == 1 and in_ch == out_ch
 
@@ -110,15 +120,17 @@ class MBConv(nn.Module):
 
 
 class EfficientNetLite(nn.Module):
-    """(N, in_channels, H, W) -> [features at strides 2, 4, 8, 16, 32] (`channels` says their widths)."""
+    """(N, in_channels, H, W) -> [features at strides 2, 4, 8, 16, 32] (`channels` says their widths).
+    `divisible`: inputs will always be multiples of 32 (see SameConv2d)."""
 
-    def __init__(self, variant: str = "efficientnet-lite0", in_channels: int = 3) -> None:
+    def __init__(self, variant: str = "efficientnet-lite0", in_channels: int = 3, divisible: bool = False) -> None:
         super().__init__()
         if variant not in VARIANTS:
             raise ConfigError(f"encoder: unknown variant {variant!r}; use one of {', '.join(VARIANTS)}")
         v = VARIANTS[variant]
         self.variant = variant
-        self.stem_conv, self.stem_bn = SameConv2d(in_channels, 32, 3, 2), norm(32)  # the stem is not scaled
+        self.stem_conv = SameConv2d(in_channels, 32, 3, 2, divisible=divisible)  # the stem is not scaled
+        self.stem_bn = norm(32)
         self.blocks = nn.ModuleList()
         self.taps: list[int] = []  # block indices whose outputs are the features
         last = len(STAGES) - 1
@@ -127,7 +139,8 @@ class EfficientNetLite(nn.Module):
             c_out = round_filters(c_out, v.width)
             repeats = repeats if i in (0, last) else math.ceil(v.depth * repeats)  # first, last: not scaled
             for r in range(repeats):
-                self.blocks.append(MBConv(c_in if r == 0 else c_out, c_out, kernel, stride if r == 0 else 1, expand))
+                args = (c_in if r == 0 else c_out, c_out, kernel, stride if r == 0 else 1, expand, divisible)
+                self.blocks.append(MBConv(*args))
             if i in FEATURE_STAGES:
                 self.taps.append(len(self.blocks) - 1)
         self.channels = tuple(self.blocks[t].project_bn.num_features for t in self.taps)

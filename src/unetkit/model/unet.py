@@ -28,6 +28,7 @@ class ModelConfig:
     upsampling: str = "transpose"
     norm: str = "batch"
     dropout: float = 0.0
+    encoder: str = "unet"  # the seed's contracting path, or a pretrained family (model/encoders.py)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
@@ -35,7 +36,7 @@ class ModelConfig:
             raise ValueError(f"in_channels must be >= 1, got {self.in_channels}")
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be >= 1 (1 = binary with one logit), got {self.num_classes}")
-        check_net(self.widths, self.upsampling, self.norm, self.dropout, NORMS)
+        check_net(self.widths, self.upsampling, self.norm, self.dropout, NORMS, self.encoder)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -73,9 +74,12 @@ class ConvBlock(nn.Sequential):
 
 
 class Up(nn.Module):
-    """Double the resolution, halve the width, concatenate the skip, then a ConvBlock."""
+    """Double the resolution to `out_ch` channels, concatenate the skip (`skip_ch` channels: out_ch in
+    the seed; 0 for none), then a ConvBlock."""
 
-    def __init__(self, in_ch: int, out_ch: int, upsampling: str, norm: str, dropout: float) -> None:
+    def __init__(
+        self, in_ch: int, out_ch: int, upsampling: str, norm: str, dropout: float, skip_ch: int | None = None
+    ) -> None:
         super().__init__()
         if upsampling == "transpose":
             self.up: nn.Module = nn.ConvTranspose2d(in_ch, out_ch, kernel_size=2, stride=2)
@@ -84,10 +88,11 @@ class Up(nn.Module):
                 nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
                 nn.Conv2d(in_ch, out_ch, kernel_size=1),
             )
-        self.block = ConvBlock(2 * out_ch, out_ch, norm, dropout)
+        self.block = ConvBlock(out_ch + (out_ch if skip_ch is None else skip_ch), out_ch, norm, dropout)
 
-    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        return self.block(torch.cat([skip, self.up(x)], dim=1))
+    def forward(self, x: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
+        x = self.up(x)
+        return self.block(x if skip is None else torch.cat([skip, x], dim=1))
 
 
 class UNet(nn.Module):
@@ -121,7 +126,9 @@ class UNet(nn.Module):
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> UNet:
-        return cls(**asdict(config))
+        if config.encoder != "unet":
+            raise ValueError(f"UNet is the seed network; build a {config.encoder} one with unetkit.model.build")
+        return cls(**{k: v for k, v in asdict(config).items() if k != "encoder"})
 
     @property
     def depth(self) -> int:

@@ -3,8 +3,9 @@ machine, and pick width, input size, batch size and epochs so that training fits
 
 The rule, in order: prefer the largest input size (up to the data's own scale), then the widest
 network, that still gets enough optimiser steps in the budget (at least 30 epochs' worth of steps,
-clamped to 300..2000). Step times come from one measured network scaled by convolution cost, and
-the chosen one is measured again. A run that starts from a trained model (--init) keeps its network.
+clamped to 300..2000). Step times come from one measured network scaled by convolution cost
+(network_macs: a U-Net on a pretrained encoder is counted as built), and the chosen one is measured
+again. A run that starts from a trained model (--init) keeps its network.
 If the model already does this task (it scores >= 0.5 IoU on the validation split as it is, or it
 is a click model trained further as one), the input scale it was trained at is kept too: finer
 scales shrink what it learnt to recognise; and its encoder learns at 0.1 x lr unless
@@ -25,9 +26,11 @@ import time
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from unetkit.config import TrainConfig
 from unetkit.data.check import check_dataset, class_names
+from unetkit.model import ModelConfig, build
 from unetkit.runtime import setup
 from unetkit.training.finetune import zero_shot
 from unetkit.training.steps import build_training, load_batch, train_step
@@ -112,6 +115,20 @@ def unet_macs(config: TrainConfig) -> float:
     return macs
 
 
+def network_macs(config: TrainConfig) -> float:
+    """Multiply-adds of one forward pass on one image: unet_macs for the seed network; for a U-Net on
+    another encoder, counted by torch's FLOP counter on a meta-device copy (no memory, no compute)."""
+    m = config.model
+    if m.encoder == "unet":
+        return unet_macs(config)
+    norm = "batch" if m.norm == "auto" else m.norm
+    with torch.device("meta"):
+        model = build(ModelConfig(config.data.in_channels, 1, m.widths, m.upsampling, norm, m.dropout, m.encoder))
+        with FlopCounterMode(display=False) as counter:
+            model(torch.empty(1, config.data.in_channels, *config.data.size))
+    return counter.get_total_flops() / 2
+
+
 def _hw(config: TrainConfig) -> str:
     return "x".join(str(v) for v in config.data.size)
 
@@ -171,13 +188,13 @@ def _choose(
     t0 = time.perf_counter()
     ref_step = time_step(ref, k)
     spent = time.perf_counter() - t0
-    ref_cost = unet_macs(ref) * ref.batch_size
+    ref_cost = network_macs(ref) * ref.batch_size
     rows = [_row(ref, ref_step, True)]
     chosen = None
     for size in sizes:  # prefer resolution, then width
         for widths in reversed(widths_options):
             trial = trial_for(size, widths)
-            step = ref_step * unet_macs(trial) * trial.batch_size / ref_cost
+            step = ref_step * network_macs(trial) * trial.batch_size / ref_cost
             needed = int(steps_share * min(2000, max(300, 30 * max(1, n_train // trial.batch_size))))
             affordable = int((BUDGET_SHARE * budget_s - spent) / step)
             rows.append(_row(trial, step, False, steps_needed=needed, steps_affordable=affordable))

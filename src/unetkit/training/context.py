@@ -15,6 +15,7 @@ from unetkit.data.datasets import BatchLoader
 from unetkit.errors import DataError
 from unetkit.infer.checkpoint import ModelMeta
 from unetkit.infer.inference import tta_flips_for
+from unetkit.model import load_imagenet
 from unetkit.runtime import Runtime
 from unetkit.training.finetune import transfer
 from unetkit.training.plan import Plan, TrainData
@@ -62,6 +63,8 @@ def build_context(plan: Plan, data: TrainData, rt: Runtime, run: RunFolder, task
     training = build_training(config, rt, len(classes), config.data.in_channels + task.extra_channels)
     if plan.source is not None:
         run.log(transfer(training.model, plan.source, config.data.in_channels, task.extra_channels).summary())
+    elif config.model.imagenet:
+        run.log(load_imagenet(training.model, config.data.in_channels))
     model, train_model = distributed.wrap_for_training(training.model, rt, config.sync_bn, config.compile)
     training.model = model
     n_train = len(data.train)
@@ -102,7 +105,8 @@ def describe(ctx: Context) -> None:
     log(f"data: {c.data.root or c.data.csv}: {counts} pairs; classes: {', '.join(p.data_classes)}")
     params = sum(t.numel() for t in ctx.training.model.parameters())
     workers = f", {ctx.data.workers} data workers" if ctx.data.workers else ""
+    encoder = f"{c.model.encoder} encoder, decoder " if c.model.encoder != "unet" else ""
     log(
-        f"model: widths {list(c.model.widths)}, {params:,} parameters; {ctx.rt.describe()}{workers}; "
+        f"model: {encoder}widths {list(c.model.widths)}, {params:,} parameters; {ctx.rt.describe()}{workers}; "
         f"{ctx.steps_per_epoch} steps/epoch, {ctx.total_steps} steps"
     )

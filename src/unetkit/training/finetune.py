@@ -24,7 +24,7 @@ from unetkit.infer.evaluation import evaluate
 from unetkit.infer.predict import Segmenter
 from unetkit.runtime import setup
 
-ENCODER_PREFIXES = ("down.", "bottleneck.")
+ENCODER_PREFIXES = ("down.", "bottleneck.", "encoder.")  # the seed's contracting path; a registered encoder
 CLICK_CHANNELS = 3
 
 
@@ -108,7 +108,8 @@ def choose_init(config: TrainConfig, num_classes: int) -> str:
     if config.data.root is None and config.data.csv is None:
         return "none"  # demo data
     net, default = config.model, NetConfig()
-    if (net.widths, net.upsampling, net.dropout) != (default.widths, default.upsampling, default.dropout):
+    asked = (net.widths, net.upsampling, net.dropout, net.encoder)
+    if asked != (default.widths, default.upsampling, default.dropout, default.encoder):
         return "none"
     for b in builtin.available():
         if b.fits(config.data.in_channels, config.clicks.interactive, num_classes):
@@ -126,13 +127,16 @@ def start_from(config: TrainConfig, num_classes: int, log) -> tuple[TrainConfig,
         return config, None
     source = load_source(ref)
     m = source.meta.model
-    net = dataclasses.replace(config.model, widths=m.widths, upsampling=m.upsampling, norm=m.norm, dropout=m.dropout)
+    net = dataclasses.replace(
+        config.model, widths=m.widths, upsampling=m.upsampling, norm=m.norm, dropout=m.dropout, encoder=m.encoder
+    )
     why = " (picked for this data; --init none trains from scratch)" if picked else ""
     ft = config.finetune
     encoder = f"; encoder lr x{ft.encoder_lr_scale:g}" if ft.encoder_lr_scale != 1 else ""
     if ft.freeze_encoder_epochs:
         encoder += f"; encoder frozen for the first {ft.freeze_encoder_epochs} epoch(s)"
-    log(f"init: starting from {ref}{why}: network widths {list(m.widths)}, {m.upsampling} up, {m.norm} norm{encoder}")
+    net_text = f"{m.encoder} encoder, decoder widths" if m.encoder != "unet" else "network widths"
+    log(f"init: starting from {ref}{why}: {net_text} {list(m.widths)}, {m.upsampling} up, {m.norm} norm{encoder}")
     return dataclasses.replace(config, model=net), source
 
 

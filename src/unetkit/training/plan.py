@@ -28,6 +28,7 @@ from unetkit.data.demo import write_demo
 from unetkit.data.imageio import MaskSpec
 from unetkit.data.splits import Pair, SplitRecord, load_splits, record_splits, run_split
 from unetkit.errors import ConfigError, DataError
+from unetkit.model import ENCODERS
 from unetkit.runtime import Runtime, setup
 from unetkit.training import autoconfig
 from unetkit.training.finetune import Source, start_from
@@ -163,12 +164,17 @@ def _datasets(config: TrainConfig, splits, spec: MaskSpec, run_dir: Path, log) -
 
 def _normalization(saved, source, config: TrainConfig, train_base) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """A resumed run keeps the normalisation it trained with; a model started from another keeps the
-    source's when the image channels agree (its features were learnt on it); else the data's own."""
+    source's when the image channels agree (its features were learnt on it); an encoder starting from
+    its ImageNet weights gets the normalisation they were trained with; else the data's own."""
     if saved is not None and saved.mean is not None:
         return tuple(saved.mean), tuple(saved.std)
     if source is not None and source.image_channels == config.data.in_channels:
         return tuple(source.meta.mean), tuple(source.meta.std)
     mean, std = channel_stats(train_base)
+    if source is None and config.model.imagenet:  # the encoder's pretrained weights expect their own
+        spec = ENCODERS[config.model.encoder]
+        n = min(3, len(mean))
+        mean, std = [*spec.mean[:n], *mean[n:]], [*spec.std[:n], *std[n:]]
     return tuple(mean), tuple(std)
 
 

@@ -13,7 +13,7 @@ import torch
 
 from unetkit.config import TrainConfig
 from unetkit.data.transforms import augment, normalize
-from unetkit.model import UNet
+from unetkit.model import ModelConfig, UNet, build
 from unetkit.runtime import Runtime
 from unetkit.training.finetune import encoder_scale, is_encoder
 from unetkit.training.losses import make_loss
@@ -46,7 +46,8 @@ def build_model(config: TrainConfig, in_channels: int, num_classes: int) -> UNet
     m = config.model
     out = 1 if num_classes == 2 else num_classes
     # "auto" is resolved from the data before training; without data (timing) it builds BatchNorm.
-    return UNet(in_channels, out, m.widths, m.upsampling, "batch" if m.norm == "auto" else m.norm, m.dropout)
+    norm = "batch" if m.norm == "auto" else m.norm
+    return build(ModelConfig(in_channels, out, m.widths, m.upsampling, norm, m.dropout, m.encoder))
 
 
 def build_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
