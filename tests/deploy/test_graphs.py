@@ -61,3 +61,14 @@ def test_each_kind_of_model_has_its_end_to_end_graph(click_run):
         probs, mask = graph(*example)
     assert probs.shape == mask.shape == example[0].shape[:3] and graph.threshold == meta.click_threshold
     assert CLICKS.metadata(meta, "e2e")["pred_threshold"] == "0.49"
+
+
+def test_an_encoders_batchnorm_folds_too():
+    from unetkit.model import ModelConfig, build
+
+    model = trained_like(build(ModelConfig(3, 1, (8, 16, 24, 32), encoder="efficientnet-lite0")))
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        assert torch.allclose(model(x), folded(x), atol=1e-4)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from unetkit.deploy.parity import Parity
 from unetkit.infer.checkpoint import ModelMeta
@@ -33,16 +34,18 @@ class GraphKind:
 
 
 def fold_batchnorm(model: UNet) -> UNet:
-    """A copy with every eval-mode BatchNorm folded into the convolution before it (same outputs)."""
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
+    """A copy with every eval-mode BatchNorm folded into the convolution before it (same outputs):
+    the seed's ConvBlocks, and the pairs an encoder's modules name (`conv_bn_pairs()`)."""
     model = copy.deepcopy(model).eval()
-    for block in model.modules():
-        if isinstance(block, ConvBlock):
+    for module in model.modules():
+        if isinstance(module, ConvBlock):
             for i in (0, 3):
-                if isinstance(block[i + 1], torch.nn.BatchNorm2d):
-                    block[i] = fuse_conv_bn_eval(block[i], block[i + 1])
-                    block[i + 1] = torch.nn.Identity()
+                if isinstance(module[i + 1], torch.nn.BatchNorm2d):
+                    module[i] = fuse_conv_bn_eval(module[i], module[i + 1])
+                    module[i + 1] = torch.nn.Identity()
+        for conv, bn in getattr(module, "conv_bn_pairs", list)():
+            setattr(module, conv, fuse_conv_bn_eval(getattr(module, conv), getattr(module, bn)))
+            setattr(module, bn, torch.nn.Identity())
     return model
 
 

@@ -110,6 +110,11 @@ class MBConv(nn.Module):
         self.project_conv, self.project_bn = SameConv2d(mid, out_ch, 1), norm(out_ch)
         self.residual = stride == 1 and in_ch == out_ch
 
+    def conv_bn_pairs(self) -> list[tuple[str, str]]:
+        """(convolution, the BatchNorm right after it) attribute names: what export folds."""
+        names = ["depthwise", "project"] + (["expand"] if hasattr(self, "expand_conv") else [])
+        return [(f"{n}_conv", f"{n}_bn") for n in names]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = x
         if hasattr(self, "expand_conv"):
@@ -144,6 +149,9 @@ class EfficientNetLite(nn.Module):
             if i in FEATURE_STAGES:
                 self.taps.append(len(self.blocks) - 1)
         self.channels = tuple(self.blocks[t].project_bn.num_features for t in self.taps)
+
+    def conv_bn_pairs(self) -> list[tuple[str, str]]:
+        return [("stem_conv", "stem_bn")]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = F.relu6(self.stem_bn(self.stem_conv(x)))
