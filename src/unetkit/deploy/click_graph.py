@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from unetkit.deploy.graphs import EXAMPLE_HW, GraphKind, RawGraph
+from unetkit.deploy.graphs import EXAMPLE_HW, GraphKind, ImageGraph
 from unetkit.deploy.parity import Parity
 from unetkit.infer.checkpoint import ModelMeta
 from unetkit.infer.inference import decode, foreground
@@ -20,24 +20,14 @@ from unetkit.interactive.clicks import Click, View, click_maps
 from unetkit.interactive.predictor import ClickPredictor
 
 
-class ClickGraph(torch.nn.Module):
+class ClickGraph(ImageGraph):
     def __init__(self, model, meta: ModelMeta) -> None:
-        super().__init__()
-        self.raw = RawGraph(model)
-        self.register_buffer("mean", torch.tensor(meta.mean).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(meta.std).view(1, -1, 1, 1))
-        self.size = tuple(meta.size) if meta.resize == "resize" else None
+        super().__init__(model, meta)
         self.threshold = meta.click_threshold
 
     def forward(self, image: torch.Tensor, click_maps: torch.Tensor, prev_mask: torch.Tensor):
-        h, w = image.shape[1], image.shape[2]
-        x = image.permute(0, 3, 1, 2).float() / 255.0
-        if self.size is not None:
-            x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=True)
-        logits = self.raw(torch.cat([(x - self.mean) / self.std, click_maps, prev_mask], 1))
-        if self.size is not None:
-            logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
-        probs, mask = decode(logits, True, self.threshold)
+        logits = self.raw(torch.cat([self.normalized(image), click_maps, prev_mask], 1))
+        probs, mask = decode(self.at_image_size(logits, image), True, self.threshold)
         return probs[:, 0], mask
 
 

@@ -23,7 +23,7 @@ import torch
 from unetkit.deploy.export import export_onnx, verify_onnx
 from unetkit.deploy.parity import sample_images
 from unetkit.errors import ConfigError
-from unetkit.infer.checkpoint import ModelMeta, load_model
+from unetkit.infer.checkpoint import ModelMeta
 from unetkit.infer.inference import run_model
 from unetkit.infer.predict import Segmenter
 from unetkit.runtime import cpu_has_fast_bf16, setup
@@ -168,17 +168,15 @@ def choose(checkpoint: Path, model, meta: ModelMeta, rt, log=print):
 def load(path: str | Path, engine: str = "torch", device: str = "auto", precision: str = "auto", log=None) -> Segmenter:
     """A checkpoint (or builtin:NAME, or a .safetensors export) ready to run in `engine`: torch,
     onnxruntime, openvino, or auto (the fastest installed, measured once per checkpoint and machine)."""
+    seg = Segmenter.load(path, device, precision)
     if engine == "torch":
-        return Segmenter.load(path, device, precision)
-    rt = setup(device, precision, channels_last=True)
-    model, meta = load_model(path)
-    model = model.to(rt.device).to(memory_format=torch.channels_last)
+        return seg
     log = log or (lambda msg: print(msg, file=sys.stderr))
     if engine == "auto":
-        runner, engine = choose(Path(path), model, meta, rt, log)
+        runner, engine = choose(Path(path), seg.model, seg.meta, seg.rt, log)
     else:
-        runner = make_engine(engine, Path(path), model, meta, rt.device, log)
+        runner = make_engine(engine, Path(path), seg.model, seg.meta, seg.rt.device, log)
     if engine == "torch":  # auto chose PyTorch
-        return Segmenter(runner, meta, rt, engine)
+        return seg
     runner.precision = getattr(runner, "precision", "fp32")  # the ONNX runtimes compute in their own precision
-    return Segmenter(runner, meta, dataclasses.replace(rt, precision="fp32", channels_last=False), engine)
+    return Segmenter(runner, seg.meta, dataclasses.replace(seg.rt, precision="fp32", channels_last=False), engine)

@@ -63,9 +63,9 @@ class RawGraph(torch.nn.Module):
         return self.model.forward_padded(x)[..., :h, :w]
 
 
-class EndToEndGraph(torch.nn.Module):
-    """uint8 image (N, H, W, C) -> uint8 class-index mask (N, H, W): scaling, resizing, normalisation
-    and the threshold or argmax inside, so a client in any language needs no pre/post code."""
+class ImageGraph(torch.nn.Module):
+    """What every end-to-end graph does around the network: uint8 (N, H, W, C) in, scaled, resized to
+    the model's size (resize models) and normalised; logits back at the image's size."""
 
     def __init__(self, model: UNet, meta: ModelMeta) -> None:
         super().__init__()
@@ -73,17 +73,31 @@ class EndToEndGraph(torch.nn.Module):
         self.register_buffer("mean", torch.tensor(meta.mean).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(meta.std).view(1, -1, 1, 1))
         self.size = tuple(meta.size) if meta.resize == "resize" else None
+
+    def normalized(self, image: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, H, W, C) -> normalised float (N, C, h, w) at the network's input size."""
+        x = image.permute(0, 3, 1, 2).float() / 255.0  # (N, C, H, W) in [0, 1]
+        if self.size is not None:
+            x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=True)
+        return (x - self.mean) / self.std
+
+    def at_image_size(self, logits: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        if self.size is None:
+            return logits
+        return F.interpolate(logits, size=(image.shape[1], image.shape[2]), mode="bilinear", align_corners=False)
+
+
+class EndToEndGraph(ImageGraph):
+    """uint8 image (N, H, W, C) -> uint8 class-index mask (N, H, W): scaling, resizing, normalisation
+    and the threshold or argmax inside, so a client in any language needs no pre/post code."""
+
+    def __init__(self, model: UNet, meta: ModelMeta) -> None:
+        super().__init__(model, meta)
         self.binary = meta.binary
         self.threshold = meta.threshold
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        h, w = image.shape[1], image.shape[2]
-        x = image.permute(0, 3, 1, 2).float() / 255.0  # (N, C, H, W) in [0, 1]
-        if self.size is not None:
-            x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=True)
-        logits = self.raw((x - self.mean) / self.std)
-        if self.size is not None:
-            logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+        logits = self.at_image_size(self.raw(self.normalized(image)), image)
         return decode(logits, self.binary, self.threshold)[1]
 
 
