@@ -15,6 +15,14 @@ import torch
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
+def cpu_flags() -> set[str]:
+    try:
+        line = next(x for x in Path("/proc/cpuinfo").read_text().splitlines() if x.startswith("flags"))
+    except (OSError, StopIteration):
+        return set()
+    return set(line.split(":", 1)[1].split())
+
+
 def machine() -> dict:
     cpu = "unknown"
     try:
@@ -24,8 +32,10 @@ def machine() -> dict:
                 break
     except OSError:
         pass
+    flags = cpu_flags()
+    bf16 = "amx_bf16" if "amx_bf16" in flags else "avx512_bf16" if "avx512_bf16" in flags else "no bf16"
     info = {
-        "cpu": cpu,
+        "cpu": f"{cpu} ({torch.backends.cpu.get_cpu_capability()}, {bf16})",
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),

@@ -64,7 +64,7 @@ def test_train_help_groups_every_flag_with_a_description_and_default(capsys):
     assert len(config_flags) > 50
     for flag, help_text in config_flags.items():
         assert "(default: " in help_text and len(help_text) > 20, (flag, help_text)
-    assert "peak learning rate (default: 0.05)" in entries["--lr"]
+    assert "none = 0.05 for sgd, 1e-3 for adam and adamw (default: none)" in entries["--lr"]
     assert "(default: 32,64,128,256)" in entries["--widths"]
     expected = {
         "evaluate": ["--split", "--json", "--tta", "--mask-threshold"],

@@ -5,7 +5,7 @@ from unetkit.config import EvaluateConfig, TrainConfig, parse_duration
 from unetkit.config.io import merge, resolve, to_dict
 from unetkit.data.check import check_dataset
 from unetkit.data.imageio import MaskSpec
-from unetkit.data.splits import load_split, split_pairs
+from unetkit.data.splits import find_pairs, load_split, split_pairs
 from unetkit.deploy.engines import OnnxRuntimeEngine, OpenVinoEngine
 from unetkit.deploy.engines import installed as installed_engines
 from unetkit.deploy.engines import load as load_segmenter
@@ -16,6 +16,8 @@ from unetkit.infer.checkpoint import ModelMeta, load_model
 from unetkit.infer.inference import InferenceSpec, decode, predict_logits, run_model
 from unetkit.infer.predict import Segmenter
 from unetkit.interactive.clicks import Click
+from unetkit.interactive.evaluate import simulate as simulate_clicks
+from unetkit.interactive.evaluate import summarize as summarize_clicks
 from unetkit.interactive.predictor import ClickPredictor
 from unetkit.runtime import Runtime, cpu_has_fast_bf16, setup
 from unetkit.training.autoconfig import epochs_for_budget, fingerprint, time_step
@@ -24,6 +26,9 @@ from unetkit.training.plan import plan_for_budget as plan
 from unetkit.training.steps import build_training, load_batch, resolve_norm, standard_batch_fn, train_step
 
 __all__ = [
+    "find_pairs",
+    "simulate_clicks",
+    "summarize_clicks",
     "Click",
     "ClickPredictor",
     "TrainConfig",

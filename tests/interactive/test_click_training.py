@@ -149,3 +149,28 @@ def test_click_validation_runs_the_model_in_eval_mode(click_run):
     predictor.probs(torch.rand(3, 40, 48), [Click(20, 24, True)])
     assert not model.training
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_view_size_is_kept_through_export_and_evaluate(click_run, learn_dir, tmp_path, capsys):
+    """A crop-mode click model with a recorded view size: the ONNX graph runs at the click maps' size
+    (parity against ClickPredictor at that size), and evaluate reports the size it ran at."""
+    import dataclasses
+
+    pytest.importorskip("onnx")
+    from unetkit.api import export_safetensors
+    from unetkit.infer.checkpoint import load_model
+
+    model, meta = load_model(click_run.best_checkpoint)
+    meta = dataclasses.replace(meta, resize="crop", clicks={**meta.clicks, "view_size": 40})
+    path = export_safetensors(model, meta, tmp_path / "view.safetensors")
+    capsys.readouterr()
+    assert main(["export", str(path), "--format", "onnx", "--out", str(tmp_path / "v.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert "FAIL" not in out and "  ok  " in out, out
+    assert load_model(path)[1].click_view_size == 40
+    test = learn_dir / "test"
+    for size in (None, 48):
+        flags = [] if size is None else ["--view-size", str(size)]
+        code = main(["evaluate", str(path), "--data", str(test), "--clicks", "2", "--json", "--split", "all",
+                     "--out", str(tmp_path / f"e{size}"), *flags])  # fmt: skip
+        assert code == 0 and json.loads(capsys.readouterr().out)["view_size"] == (size or 40)

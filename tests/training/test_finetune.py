@@ -256,7 +256,7 @@ def test_shipped_models_are_small_carded_and_load():
     models = {b.name: b for b in builtin.available()}
     assert {"objects", "general", "clicks"} <= set(models)
     total = sum(b.path.stat().st_size for b in models.values())
-    assert total <= 10e6, f"{total / 1e6:.1f} MB of shipped weights"  # int8: 3 models of ~2 MB
+    assert total <= 24e6, f"{total / 1e6:.1f} MB of shipped weights"  # int8, the 24 MB issue 21 allows
     for b in models.values():
         card = b.card
         assert card["storage"].startswith("int8 safetensors")

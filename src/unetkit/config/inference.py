@@ -42,10 +42,15 @@ class EvaluateConfig(InferenceOptions):
     ignore_value: int | None = opt(None, "mask value of unknown pixels, left out of metrics (e.g. 128: GrabCut's band)")
     clicks: int = opt(0, "click models: run the clicks-to-IoU protocol with up to N clicks per image (e.g. 20)")
     zoom_in: bool = opt(False, "with --clicks: from the 2nd click, predict on a box around the object (RITM)")
+    view_size: int | None = opt(
+        None, "with --clicks, crop-mode models: longer side the image is scaled to; none = the checkpoint's"
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require(0 <= self.clicks <= 100, "clicks", "must be 0..100")
+        vs = self.view_size
+        require(vs is None or vs == 0 or 32 <= vs <= 4096, "view_size", "use 0 (own size) or 32..4096 px")
         require(self.split in EVAL_SPLITS, "split", "use " + "|".join(EVAL_SPLITS))
         require(self.batch_size >= 1, "batch_size", "must be >= 1")
         require(self.worst >= 0, "worst", "must be >= 0")

@@ -1,6 +1,7 @@
 """ONNX export of click models: the end-to-end graph takes the uint8 image, the two click-disk maps and
 the previous probability map (both at the network's input resolution: the model's `size` for resize
-models, the image's own size for crop models; disks of `click_radius` px) and returns the foreground
+models; for crop models the image's own size, or scaled to its longer side at the checkpoint's
+view_size; disks of `click_radius` px) and returns the foreground
 probability and the mask (probability above the model's click threshold) at the image's size. Verified
 against ClickPredictor. CLICKS is the GraphKind the exporter finds under ModelMeta.kind "interactive"."""
 
@@ -26,8 +27,11 @@ class ClickGraph(ImageGraph):
         self.threshold = meta.click_threshold
 
     def forward(self, image: torch.Tensor, click_maps: torch.Tensor, prev_mask: torch.Tensor):
-        logits = self.raw(torch.cat([self.normalized(image), click_maps, prev_mask], 1))
-        probs, mask = decode(self.at_image_size(logits, image), True, self.threshold)
+        """The network runs at the click maps' size (the model's view of the image), so a crop-mode
+        model with a view size sees the image scaled as ClickPredictor scales it."""
+        x = self.normalized(image, click_maps.shape[-2:])
+        logits = self.raw(torch.cat([x, click_maps, prev_mask], 1))
+        probs, mask = decode(self.at_image_size(logits, image, always=True), True, self.threshold)
         return probs[:, 0], mask
 
 
@@ -49,6 +53,8 @@ def click_graph(model, meta: ModelMeta):
 
 def click_metadata(meta: ModelMeta, variant: str) -> dict[str, str]:
     net = f"{meta.size[0]}x{meta.size[1]}" if meta.resize == "resize" else "the image's H x W"
+    if meta.resize == "crop" and meta.click_view_size:
+        net = f"H x W scaled so the longer side is {meta.click_view_size}"
     out = {"clicks": json.dumps(meta.clicks), "pred_threshold": json.dumps(meta.click_threshold)}
     if variant == "raw":
         out["inputs"] = "input: float32 (N, C+3, H, W): normalised image, positive disks, negative disks, prev probs"

@@ -74,15 +74,17 @@ class ImageGraph(torch.nn.Module):
         self.register_buffer("std", torch.tensor(meta.std).view(1, -1, 1, 1))
         self.size = tuple(meta.size) if meta.resize == "resize" else None
 
-    def normalized(self, image: torch.Tensor) -> torch.Tensor:
-        """uint8 (N, H, W, C) -> normalised float (N, C, h, w) at the network's input size."""
+    def normalized(self, image: torch.Tensor, size=None) -> torch.Tensor:
+        """uint8 (N, H, W, C) -> normalised float (N, C, h, w) at the network's input size (`size`, else
+        the model's for resize models, else the image's own)."""
         x = image.permute(0, 3, 1, 2).float() / 255.0  # (N, C, H, W) in [0, 1]
-        if self.size is not None:
-            x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=True)
+        size = size if size is not None else self.size
+        if size is not None:
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
         return (x - self.mean) / self.std
 
-    def at_image_size(self, logits: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        if self.size is None:
+    def at_image_size(self, logits: torch.Tensor, image: torch.Tensor, always: bool = False) -> torch.Tensor:
+        if self.size is None and not always:
             return logits
         return F.interpolate(logits, size=(image.shape[1], image.shape[2]), mode="bilinear", align_corners=False)
 

@@ -51,7 +51,7 @@ class ModelMeta:
     versions: dict = field(default_factory=versions)
     train_config: dict = field(default_factory=dict)  # the resolved TrainConfig, as a dict
     split: dict | None = None  # data.SplitRecord.to_dict() of the run
-    clicks: dict | None = None  # click models: {"radius": px, "threshold": p}; 3 input channels follow the image's
+    clicks: dict | None = None  # click models: {"radius": px, "threshold": p[, "view_size": px]}; 3 more channels
 
     @property
     def interactive(self) -> bool:
@@ -67,6 +67,12 @@ class ModelMeta:
         """Click models: the probability above which a pixel is the clicked object (RITM's 0.49 for
         checkpoints that do not record it)."""
         return float((self.clicks or {}).get("threshold", CLICK_THRESHOLD))
+
+    @property
+    def click_view_size(self) -> int:
+        """Crop-mode click models: the longer side the image or zoom box is scaled to; 0 (older
+        checkpoints): the whole image at its own size, a zoom box at the training size."""
+        return int((self.clicks or {}).get("view_size", 0))
 
     @property
     def binary(self) -> bool:

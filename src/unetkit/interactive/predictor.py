@@ -26,23 +26,25 @@ ZOOM_MIN_SIZE = 200
 class ClickPredictor:
     """A click model (a Segmenter whose checkpoint records clicks) ready for clicks."""
 
-    def __init__(self, seg) -> None:
+    def __init__(self, seg, view_size: int | None = None) -> None:
         if not seg.meta.interactive:
             raise ConfigError("this checkpoint is not a click model; train one with `unetkit train --interactive`")
         self.seg = seg
         self.radius = float(seg.meta.clicks.get("radius", RADIUS))
         self.threshold = seg.meta.click_threshold
+        self.view_size = seg.meta.click_view_size if view_size is None else view_size
 
     def net_size(self, box: tuple[int, int, int, int], whole: bool) -> tuple[int, int]:
-        """Resize-mode models see any box at their training size; crop-mode models see the whole image
-        at its own size and a zoomed box with its longer side at the training size."""
+        """Resize-mode models see any box at their training size. Crop-mode models are fully
+        convolutional: the box is scaled so its longer side is `view_size` (aspect kept); without one,
+        the whole image stays at its own size and a zoomed box goes to the training size."""
         meta = self.seg.meta
         bh, bw = box[2] - box[0], box[3] - box[1]
         if meta.resize == "resize":
             return tuple(meta.size)
-        if whole:
+        if whole and not self.view_size:
             return bh, bw
-        s = max(meta.size) / max(bh, bw)
+        s = (self.view_size or max(meta.size)) / max(bh, bw)
         return max(1, round(bh * s)), max(1, round(bw * s))
 
     @torch.no_grad()

@@ -108,5 +108,5 @@ def describe(ctx: Context) -> None:
     encoder = f"{c.model.encoder} encoder, decoder " if c.model.encoder != "unet" else ""
     log(
         f"model: {encoder}widths {list(c.model.widths)}, {params:,} parameters; {ctx.rt.describe()}{workers}; "
-        f"{ctx.steps_per_epoch} steps/epoch, {ctx.total_steps} steps"
+        f"{ctx.steps_per_epoch} steps/epoch, {ctx.total_steps} steps; {c.optim.optimizer} lr {c.optim.lr:g}"
     )

@@ -34,7 +34,7 @@ from unetkit.training import autoconfig
 from unetkit.training.finetune import Source, start_from
 from unetkit.training.losses import median_frequency_weights
 from unetkit.training.resume import ResumeRecord
-from unetkit.training.steps import resolve_norm
+from unetkit.training.steps import resolve_norm, resolve_optimizer
 from unetkit.training.tasks import Task, task_for
 
 
@@ -108,7 +108,7 @@ class Decisions:
 
 def decide(config: TrainConfig, run_dir: Path, log, task: Task, rt: Runtime, saved, budget_s: float) -> Decisions:
     """The decisions that need no decoded pixels, in order, each once: demo data, the data check, the
-    usable splits, the starting model and its network, the norm, and autoconfig's choices."""
+    usable splits, the starting model and its network, the norm, autoconfig's choices, the optimizer."""
     config = task.adapt_config(config)
     if config.data.root is None and config.data.csv is None:
         config = demo_config(config, run_dir, rt)
@@ -124,6 +124,7 @@ def decide(config: TrainConfig, run_dir: Path, log, task: Task, rt: Runtime, sav
     reasoning = None
     if budget_s and saved is None:
         config, reasoning = autoconfig.plan(config, checked, source, budget_s, user_encoder_lr is None, log)
+    config = resolve_optimizer(config)  # the network is settled now
     return Decisions(config, checked, splits, data_classes, recorded, source, reasoning)
 
 

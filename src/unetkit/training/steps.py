@@ -50,10 +50,19 @@ def build_model(config: TrainConfig, in_channels: int, num_classes: int) -> UNet
     return build(ModelConfig(in_channels, out, m.widths, m.upsampling, norm, m.dropout, m.encoder))
 
 
+def resolve_optimizer(config: TrainConfig) -> TrainConfig:
+    """`--optimizer auto` and an unset `--lr` made concrete for the network the run trains: SGD at 0.05
+    for the seed's own encoder, AdamW at 1e-3 for a pretrained one (config.schema.OptimConfig says why)."""
+    o = config.optim
+    name = o.optimizer if o.optimizer != "auto" else ("sgd" if config.model.encoder == "unet" else "adamw")
+    lr = o.lr if o.lr is not None else (0.05 if name == "sgd" else 1e-3)
+    return dataclasses.replace(config, optim=dataclasses.replace(o, optimizer=name, lr=lr))
+
+
 def build_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     """Weight decay on kernels only; the encoder gets groups of its own (marked "encoder") when
     fine-tuning gives it another learning rate or freezes it (finetune.lr_scale)."""
-    o, ft = config.optim, config.finetune
+    o, ft = resolve_optimizer(config).optim, config.finetune
     split = encoder_scale(ft) != 1 or ft.freeze_encoder_epochs > 0
     by_key: dict[tuple[bool, bool], list] = {}
     for name, p in model.named_parameters():

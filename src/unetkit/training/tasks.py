@@ -46,6 +46,8 @@ SEGMENTATION = Task("segmentation", standard_batch_fn, segmentation_validate, la
 def click_task() -> Task:
     def adapt(meta: ModelMeta, config: TrainConfig) -> ModelMeta:
         clicks = {"radius": config.clicks.click_radius, "threshold": CLICK_THRESHOLD}
+        if config.clicks.view_size:
+            clicks["view_size"] = config.clicks.view_size
         return dataclasses.replace(meta, classes=("background", "object"), clicks=clicks)
 
     def binary_loss(config: TrainConfig) -> TrainConfig:
