@@ -1,31 +1,57 @@
 """Write the fixed, seeded benchmark splits (benchmarks/splits/*.csv) for datasets without one.
 
-python benchmarks/make_splits.py   # grabcut 35/15 and isbi2012_em 24/6, seed 0
+python benchmarks/make_splits.py   # grabcut 35/15, isbi2012_em 24/6 (seed 0), duts3k
+
+duts3k.csv is the shipped models' photo data: duts2k cut as `--data duts2k` cuts it (70/15/15, seed 0,
+so `unetkit evaluate ... --data duts2k --split test` scores the same 300 held-out pairs) plus all 1,000
+pairs of duts_extra in train: 2,400 train, 300 val, 300 test.
 """
 
 from __future__ import annotations
 
 import random
+import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
 DATA = HERE.parent.parent / "shared" / "data"
+REL = Path("../../../shared/data")
 SPLITS = {"grabcut": ("images", "masks", 35), "isbi2012_em": ("train/images", "train/masks", 24)}
+
+
+def seeded(name: str, images: str, masks: str, n_train: int) -> list[str]:
+    files = sorted((DATA / name / images).iterdir())
+    random.Random(0).shuffle(files)
+    rel = REL / name
+    return [
+        f"{rel / images / f.name},{rel / masks / (f.stem + '.png')},{'train' if i < n_train else 'test'}"
+        for i, f in enumerate(files)
+    ]
+
+
+def duts3k() -> list[str]:
+    sys.path.insert(0, str(HERE.parent / "src"))
+    from unetkit import DataConfig
+    from unetkit.api import find_pairs, split_pairs
+
+    def rel(p: Path) -> Path:
+        return REL / p.resolve().relative_to(DATA.resolve())
+
+    pairs, _ = find_pairs(DataConfig(root=str(DATA / "duts2k")))
+    lines = [f"{rel(p.image)},{rel(p.mask)},{s}" for s, ps in split_pairs(pairs).items() for p in ps]
+    extra, _ = find_pairs(DataConfig(root=str(DATA / "duts_extra")))
+    return lines + [f"{rel(p.image)},{rel(p.mask)},train" for p in sorted(extra, key=lambda p: str(p.image))]
 
 
 def main() -> None:
     out = HERE / "splits"
     out.mkdir(exist_ok=True)
-    for name, (images, masks, n_train) in SPLITS.items():
-        files = sorted((DATA / name / images).iterdir())
-        random.Random(0).shuffle(files)
-        lines = ["image,mask,split"]
-        for i, f in enumerate(files):
-            split = "train" if i < n_train else "test"
-            rel = Path("../../../shared/data") / name
-            lines.append(f"{rel / images / f.name},{rel / masks / (f.stem + '.png')},{split}")
-        (out / f"{name}.csv").write_text("\n".join(lines) + "\n")
-        print(f"{name}: {n_train} train, {len(files) - n_train} test -> {out / f'{name}.csv'}")
+    tables = {name: seeded(name, *spec) for name, spec in SPLITS.items()}
+    tables["duts3k"] = duts3k()
+    for name, lines in tables.items():
+        (out / f"{name}.csv").write_text("\n".join(["image,mask,split", *lines]) + "\n")
+        counts = {s: sum(line.endswith("," + s) for line in lines) for s in ("train", "val", "test")}
+        print(f"{name}: {counts} -> {out / f'{name}.csv'}")
 
 
 if __name__ == "__main__":
