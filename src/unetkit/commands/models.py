@@ -31,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{b.ref}  ({c['kind']}, {c['in_channels']} image channels, classes: {', '.join(b.classes)})")
         print(f"    {c['summary']}")
         storage = c.get("storage", "").split(" ")[0]
-        print(f"    network widths {c['widths']}, {c['parameters']:,} parameters, {size_kb:.0f} KiB {storage}; "
+        net = f"{c['encoder']} encoder, decoder widths" if c.get("encoder", "unet") != "unet" else "network widths"
+        print(f"    {net} {c['widths']}, {c['parameters']:,} parameters, {size_kb:.0f} KiB {storage}; "
               f"trained on {c['trained_on']}")  # fmt: skip
         if scores:
             print(f"    scores: {scores}")
