@@ -66,3 +66,21 @@ def test_cli_engine_flag(trained_run, learn_dir, tmp_path, cache, capsys):
     assert summary["engine"] == "onnxruntime" and summary["classes"][1]["dice"] > 0.8
     assert main([*args, "--engine", "tensorrt"]) == 2
     assert "engine: use torch|onnxruntime|openvino|auto" in capsys.readouterr().err
+
+
+def test_a_shipped_model_reaches_an_engine_as_its_file(cache, monkeypatch):
+    """`--engine onnxruntime|auto` with builtin:NAME: the engine cache keys on the shipped file (it once
+    failed with 'No such file: builtin:clicks')."""
+    from unetkit.deploy import engines
+    from unetkit.infer import builtin
+
+    seen = []
+
+    def fake(name, checkpoint, model, meta, device, log=print):
+        seen.append(engines.checkpoint_digest(checkpoint))  # reads the file: a ref would raise here
+        return model
+
+    monkeypatch.setattr(engines, "make_engine", fake)
+    seg = load("builtin:objects", "onnxruntime", "cpu", "fp32")
+    assert seg.engine == "onnxruntime" and len(seen) == 1
+    assert seen[0] == engines.checkpoint_digest(builtin.get("objects").path)

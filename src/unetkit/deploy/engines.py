@@ -23,6 +23,7 @@ import torch
 from unetkit.deploy.export import export_onnx, verify_onnx
 from unetkit.deploy.parity import sample_images
 from unetkit.errors import ConfigError
+from unetkit.infer import builtin
 from unetkit.infer.checkpoint import ModelMeta
 from unetkit.infer.inference import run_model
 from unetkit.infer.predict import Segmenter
@@ -172,10 +173,11 @@ def load(path: str | Path, engine: str = "torch", device: str = "auto", precisio
     if engine == "torch":
         return seg
     log = log or (lambda msg: print(msg, file=sys.stderr))
+    file = builtin.get(str(path)).path if builtin.is_ref(path) else Path(path)  # the cache keys on the file
     if engine == "auto":
-        runner, engine = choose(Path(path), seg.model, seg.meta, seg.rt, log)
+        runner, engine = choose(file, seg.model, seg.meta, seg.rt, log)
     else:
-        runner = make_engine(engine, Path(path), seg.model, seg.meta, seg.rt.device, log)
+        runner = make_engine(engine, file, seg.model, seg.meta, seg.rt.device, log)
     if engine == "torch":  # auto chose PyTorch
         return seg
     runner.precision = getattr(runner, "precision", "fp32")  # the ONNX runtimes compute in their own precision
