@@ -83,3 +83,26 @@ def test_annotate_needs_an_images_folder(click_run, tmp_path):
     (tmp_path / "images").mkdir()
     with pytest.raises(DataError, match="no images"):
         scan(tmp_path, seg)
+
+
+def test_a_bomb_or_wrong_mask_upload_is_a_4xx_never_a_500(click_run, learn_dir, tmp_path):
+    """Every mask upload is checked by its PNG header before a pixel is decoded (issue 22: a bomb sent
+    as a mask once answered 500)."""
+    from test_app import png_header
+
+    folder = tmp_path / "todo"
+    (folder / "images").mkdir(parents=True)
+    shutil.copy(sorted((learn_dir / "test" / "images").iterdir())[0], folder / "images" / "a.png")
+    seg = Segmenter.load(click_run.best_checkpoint, "cpu", "fp32")
+    client = TestClient(create_app(seg, add_ons=[annotate_routes(scan(folder, seg, progress=False))]))
+    cases = {
+        "bomb": (png_header(100_000, 100_000), 413),
+        "header of the right size, no pixels": (png_header(64, 64), 422),
+        "jpeg": (b"\xff\xd8\xff\xe0" + b"\0" * 64, 422),
+        "rgb": (png(np.zeros((64, 64, 3), np.uint8)), 422),
+    }
+    for name, (data, status) in cases.items():
+        r = client.post("/v1/annotate/items/0/mask", files={"mask": ("m.png", data)})
+        assert r.status_code == status, (name, r.status_code, r.text)
+        assert r.json()["error"].startswith("mask: "), name
+    assert not (folder / "masks").exists()  # nothing written

@@ -6,7 +6,6 @@ by their position in the server's list, never by path."""
 
 from __future__ import annotations
 
-import io
 import os
 import sys
 import time
@@ -22,6 +21,7 @@ from tqdm import tqdm
 
 from unetkit.data.imageio import IMAGE_EXTENSIONS
 from unetkit.errors import DataError
+from unetkit.serve.http import MAX_MASK_BYTES, UploadError, read_sized_png
 
 
 @dataclass
@@ -114,14 +114,12 @@ def add_annotate_routes(app, seg, items: list[Item]) -> None:
         if (err := missing(index)) is not None:
             return err
         it = items[index]
+        with Image.open(it.image) as img:
+            size = img.size
         try:
-            array = np.asarray(Image.open(io.BytesIO(await mask.read(64 * 2**20))))
-            with Image.open(it.image) as img:
-                size = img.size
-        except OSError:
-            return JSONResponse({"error": "mask: not a readable PNG"}, 422)
-        if array.ndim != 2 or (array.shape[1], array.shape[0]) != size:
-            return JSONResponse({"error": f"mask: a single-channel PNG of {size[0]}x{size[1]} is expected"}, 422)
+            array = read_sized_png(await mask.read(MAX_MASK_BYTES + 1), *size, "mask")
+        except UploadError as e:
+            return JSONResponse({"error": str(e)}, e.status)
         written = write_mask(it, array, seg.meta.binary, overwrite)
         if written is None:
             return JSONResponse({"error": f"{it.mask} exists; send overwrite=true to replace it"}, 409)

@@ -20,7 +20,7 @@ from PIL import Image
 from unetkit.infer.inference import foreground
 from unetkit.interactive.clicks import Click
 from unetkit.interactive.predictor import ClickPredictor
-from unetkit.serve.http import Limits, UploadError, busy, gated, mask_png, read_upload
+from unetkit.serve.http import Limits, UploadError, busy, gated, mask_png, read_sized_png, read_upload
 
 MAX_CLICKS = 100
 
@@ -66,13 +66,7 @@ def parse_clicks(text: str, height: int, width: int) -> list[Click]:
 
 def read_prev(data: bytes, height: int, width: int) -> np.ndarray:
     """The previous probability map as the 8-bit grey PNG this API returned."""
-    try:
-        img = Image.open(io.BytesIO(data))
-        if img.size != (width, height) or img.mode != "L":
-            raise UploadError(422, f"prev: an 8-bit grey PNG of {width}x{height} (the probs this API returned)")
-        return np.asarray(img, np.float32) / 255.0
-    except (OSError, SyntaxError, ValueError):
-        raise UploadError(422, "prev: not a readable PNG") from None
+    return read_sized_png(data, width, height, "prev", mode="L").astype(np.float32) / 255.0
 
 
 def png_b64(array: np.ndarray) -> str:

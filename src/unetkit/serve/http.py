@@ -63,6 +63,31 @@ def read_upload(data: bytes, limits: Limits, in_channels: int) -> np.ndarray:
         raise UploadError(422, f"the image could not be decoded ({e})") from None
 
 
+MAX_MASK_BYTES = 64 * 2**20
+
+
+def read_sized_png(data: bytes, width: int, height: int, what: str, mode: str | None = None) -> np.ndarray:
+    """A mask-like upload (a mask, a previous probability map) that must be a single-channel PNG of
+    exactly width x height: its header is checked before any pixel is decoded, so a decompression
+    bomb is a 413/422, never a 500."""
+    expected = f"{what}: a single-channel PNG of {width}x{height} is expected"
+    if len(data) > MAX_MASK_BYTES:
+        raise UploadError(413, f"{what}: over {MAX_MASK_BYTES:,} bytes; {expected[len(what) + 2 :]}")
+    try:
+        img = Image.open(io.BytesIO(data))  # the header only
+    except Image.DecompressionBombError:
+        raise UploadError(413, f"{what}: the PNG claims too many pixels; {expected[len(what) + 2 :]}") from None
+    except (UnidentifiedImageError, OSError):
+        raise UploadError(422, f"{what}: not a readable PNG") from None
+    modes = (mode,) if mode else ("L", "P", "1", "I", "I;16")
+    if img.format != "PNG" or img.size != (width, height) or img.mode not in modes:
+        raise UploadError(422, expected + f" (got {img.format} {img.mode} {img.width}x{img.height})")
+    try:
+        return np.asarray(img)
+    except (OSError, SyntaxError, ValueError) as e:
+        raise UploadError(422, f"{what}: the PNG could not be decoded ({e})") from None
+
+
 class UploadError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
