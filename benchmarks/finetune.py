@@ -8,6 +8,8 @@ as it is, on all 50 images (no GrabCut image in any of its training).
     python benchmarks/finetune.py --budgets 5m --recipes init:objects/enc0.1   # encoder at 0.1 x lr
     python benchmarks/finetune.py --zero-shot          # builtin:objects on all of GrabCut
     python benchmarks/finetune.py --table              # rewrite the RESULTS.md section
+    python benchmarks/finetune.py --budgets 5m,10m --recipes auto,imagenet,init:objects \\
+        --results benchmarks/finetune_starting_points.jsonl --starting-points   # scratch / ImageNet / shipped
 
 Runs append to benchmarks/finetune_results.jsonl; the table shows only what is in it. The published
 rows ran two at a time on the 2-core machine, each pinned to one core (taskset -c N, OMP_NUM_THREADS=1),
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -149,6 +152,44 @@ def table(results: Path = RESULTS) -> str:
     return "\n".join(md)
 
 
+def shipped_recipe(dataset: str) -> str:
+    """The shipped model a fine-tune starts from: the one `train` picks, or objects where none fits (ISBI, grey)."""
+    return picked(dataset) or "init:objects"
+
+
+def starting_points(results: Path, command: str) -> str:
+    """One table: from scratch vs from the ImageNet encoder vs from the shipped model, per dataset and
+    budget, and the best of the three at each (issue 21, item 5)."""
+    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    machines = sorted({r.get("machine", "?") for r in rows})
+    lines = [
+        "| dataset (test metric) | budget | from scratch | from the ImageNet encoder | from the shipped model | best |",
+        "|---|---|---|---|---|---|",
+    ]
+    for ds, key in METRIC.items():
+        shipped = shipped_recipe(ds)
+        for b in sorted({r["budget_s"] for r in rows if r["dataset"] == ds and r["budget_s"]}):
+            at = [r for r in rows if r["dataset"] == ds and r["budget_s"] == b]
+            means = {rec: [r[key] for r in at if r["recipe"] == rec] for rec in (SCRATCH, "imagenet", shipped)}
+            cells = [cell([r for r in at if r["recipe"] == rec], key) for rec in means]
+            scored = {rec: float(np.mean(v)) for rec, v in means.items() if v}
+            best = max(scored, key=scored.get) if scored else "-"
+            label = {SCRATCH: "from scratch", "imagenet": "ImageNet encoder"}.get(best, best)
+            lines.append(f"| {ds} ({METRIC_NAME[key]}) | {b / 60:.0f} min | " + " | ".join(cells[:2])
+                         + f" | {cells[2]} ({shipped}) | {label} |")  # fmt: skip
+    about = (
+        "Three starting points at equal budgets, each a `--time-budget` run scored on the dataset's test split with "
+        "its best-validation checkpoint: from scratch (`--init none`: the seed network family, planned), from the "
+        "ImageNet EfficientNet-Lite0 encoder (`--init none --encoder efficientnet-lite0`, decoder widths planned), "
+        "and fine-tuned from the shipped model `unetkit train` picks by itself (`objects` for binary RGB data, "
+        "`general` for CamVid's classes; ISBI's grey images fit none, so `objects` is given). Two runs at a time, "
+        "each pinned to one of the 2 cores (taskset, OMP_NUM_THREADS=1): a budget is minutes of one core. "
+        f"Machine of the rows: {', '.join(machines)}. One seed (0) per cell."
+    )
+    title = "## Where a starting point helps: scratch vs ImageNet encoder vs shipped model (cpu, equal budgets)"
+    return "\n".join([title, "", header(command), about, "", *lines])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budgets", default="2m,5m,10m")
@@ -158,6 +199,9 @@ def main() -> None:
     p.add_argument("--zero-shot", action="store_true", help="only score builtin:objects on all of GrabCut")
     p.add_argument("--table", action="store_true", help="only rewrite the RESULTS.md section")
     p.add_argument("--results", default=str(RESULTS), help="JSON-lines file the runs are appended to")
+    p.add_argument(
+        "--starting-points", action="store_true", help="write the scratch / ImageNet / shipped table from --results"
+    )
     a = p.parse_args()
     results = Path(a.results)
     if a.zero_shot:
@@ -172,7 +216,11 @@ def main() -> None:
                 for dataset in a.datasets.split(","):
                     for recipe in a.recipes.split(","):
                         quality.run_one(dataset, recipe, parse_duration(budget), seed, results)
-    write_section("finetune", table(results))
+    if a.starting_points:
+        command = "python benchmarks/finetune.py " + " ".join(sys.argv[1:])
+        write_section("finetune-starting-points", starting_points(results, command))
+    else:
+        write_section("finetune", table(results))
 
 
 if __name__ == "__main__":

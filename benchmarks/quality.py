@@ -5,7 +5,8 @@ Datasets (../shared/data): grabcut (fixed seeded 35/15 split, band 128 ignored),
 field of view ignored, so Dice is measured inside the FOV). Recipes: `seed` (the original recipe,
 bugs fixed), `default` (unetkit's defaults, epochs fitted to the budget so the schedule completes),
 `auto` (`--time-budget`: network, size, batch and epochs chosen by measuring this machine),
-`init:NAME` (`--time-budget` starting from the shipped model NAME: benchmarks/finetune.py).
+`init:NAME` (`--time-budget` starting from the shipped model NAME: benchmarks/finetune.py),
+`imagenet` (`--time-budget --encoder efficientnet-lite0`: from the ImageNet encoder, no shipped model).
 
     python benchmarks/quality.py --budget 10m --datasets grabcut,isbi2012_em --recipes default,seed --seeds 0
     python benchmarks/quality.py --table   # rewrite the RESULTS.md table from quality_results.jsonl
@@ -104,6 +105,9 @@ def recipe_config(recipe: str, data: dict, budget_s: float, seed: int, out: Path
     init, _, enc = (recipe.split(":", 1)[1] if recipe.startswith("init:") else "none").partition("/enc")
     finetune = {"init": init if init == "none" else f"builtin:{init}", "encoder_lr_scale": float(enc) if enc else None}
     overrides = {"data": data, "seed": seed, "sample_every": 0, "time_limit": f"{int(budget_s)}s", "finetune": finetune}
+    if recipe == "imagenet":  # from the ImageNet EfficientNet-Lite0 encoder, the decoder planned by the budget
+        overrides["model"] = {"encoder": "efficientnet-lite0", "encoder_weights": "imagenet"}
+        return plan(resolve(None, None, overrides), budget_s, out)
     if recipe == "seed":
         return resolve("seed", None, {**overrides, "epochs": 100000})
     config = resolve(None, None, overrides)
@@ -131,6 +135,9 @@ def headline_metrics(summary: dict) -> dict:
 
 
 def run_one(dataset: str, recipe: str, budget_s: float, seed: int, results_path: Path = RESULTS_JSONL) -> dict:
+    import torch
+
+    from common import machine
     from unetkit import EvaluateConfig
     from unetkit.api import evaluate_checkpoint, fit
 
@@ -169,6 +176,7 @@ def run_one(dataset: str, recipe: str, budget_s: float, seed: int, results_path:
         "fg_dice": classes[1]["dice"] if len(classes) == 2 else None,
         "per_class_iou": {c["name"]: c["iou"] for c in classes},
         "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": f"{machine()['cpu']}, {torch.get_num_threads()} thread(s)",
     }
     # The same checkpoint with flip TTA (only the flips it was trained with): reported beside, not instead.
     tta = evaluate_checkpoint(dataclasses.replace(plain, out=str(out / "eval-test-tta"), tta=True), progress=False)
