@@ -34,6 +34,7 @@ RESULTS = HERE / "finetune_results.jsonl"
 METRIC = {"isbi2012_em": "fg_iou", "drive": "fg_dice", "camvid": "mean_iou", "grabcut": "fg_iou"}
 METRIC_NAME = {"fg_iou": "fg IoU", "fg_dice": "vessel Dice (FOV)", "mean_iou": "mIoU"}
 SCRATCH = "auto"
+TIE = 0.005  # starting points within this of the best cell count as equally good
 
 
 def zero_shot(name: str = "objects", results: Path = RESULTS) -> dict:
@@ -173,8 +174,9 @@ def starting_points(results: Path, command: str) -> str:
             means = {rec: [r[key] for r in at if r["recipe"] == rec] for rec in (SCRATCH, "imagenet", shipped)}
             cells = [cell([r for r in at if r["recipe"] == rec], key) for rec in means]
             scored = {rec: float(np.mean(v)) for rec, v in means.items() if v}
-            best = max(scored, key=scored.get) if scored else "-"
-            label = {SCRATCH: "from scratch", "imagenet": "ImageNet encoder"}.get(best, best)
+            top = max(scored.values(), default=0.0)
+            names = {SCRATCH: "from scratch", "imagenet": "ImageNet encoder"}
+            label = " = ".join(names.get(r, r) for r, v in scored.items() if v >= top - TIE) or "-"
             lines.append(f"| {ds} ({METRIC_NAME[key]}) | {b / 60:.0f} min | " + " | ".join(cells[:2])
                          + f" | {cells[2]} ({shipped}) | {label} |")  # fmt: skip
     about = (
@@ -184,7 +186,8 @@ def starting_points(results: Path, command: str) -> str:
         "and fine-tuned from the shipped model `unetkit train` picks by itself (`objects` for binary RGB data, "
         "`general` for CamVid's classes; ISBI's grey images fit none, so `objects` is given). Two runs at a time, "
         "each pinned to one of the 2 cores (taskset, OMP_NUM_THREADS=1): a budget is minutes of one core. "
-        f"Machine of the rows: {', '.join(machines)}. One seed (0) per cell."
+        f"Machine of the rows: {', '.join(machines)}. One seed (0) per cell; best: the starting points within "
+        f"{TIE} of the top cell."
     )
     title = "## Where a starting point helps: scratch vs ImageNet encoder vs shipped model (cpu, equal budgets)"
     return "\n".join([title, "", header(command), about, "", *lines])

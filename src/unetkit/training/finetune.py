@@ -26,6 +26,9 @@ from unetkit.runtime import setup
 
 ENCODER_PREFIXES = ("down.", "bottleneck.", "encoder.")  # the seed's contracting path; a registered encoder
 CLICK_CHANNELS = 3
+IMAGENET = "imagenet"  # --init imagenet: the pretrained encoder, no trained model
+IMAGENET_ENCODER = "efficientnet-lite0"
+IMAGENET_WIDTHS = (16, 32, 64, 128)  # the shipped models' decoder
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,7 @@ def load_source(ref: str) -> Source:
         if not path.is_file():
             known = ", ".join(b.ref for b in builtin.available())
             raise ConfigError(
-                f"init: {ref} is not a checkpoint; give a .pt or .safetensors file, a run folder, "
+                f"init: {ref} is not a checkpoint; give a .pt or .safetensors file, a run folder, imagenet, "
                 f"builtin:NAME ({known or 'none installed'}), or none"
             )
     model, meta = load_model(path)
@@ -125,6 +128,8 @@ def start_from(config: TrainConfig, num_classes: int, log) -> tuple[TrainConfig,
     config = dataclasses.replace(config, finetune=ft)
     if ref == "none":
         return config, None
+    if ref == IMAGENET:
+        return from_imagenet(config, picked, log), None
     source = load_source(ref)
     m = source.meta.model
     net = dataclasses.replace(
@@ -138,6 +143,19 @@ def start_from(config: TrainConfig, num_classes: int, log) -> tuple[TrainConfig,
     net_text = f"{m.encoder} encoder, decoder widths" if m.encoder != "unet" else "network widths"
     log(f"init: starting from {ref}{why}: {net_text} {list(m.widths)}, {m.upsampling} up, {m.norm} norm{encoder}")
     return dataclasses.replace(config, model=net), source
+
+
+def from_imagenet(config: TrainConfig, picked: bool, log) -> TrainConfig:
+    """`--init imagenet`: no trained model, but the ImageNet EfficientNet-Lite0 encoder under a small
+    decoder (the shipped models' widths unless --widths was given); its first kernels adapt to the
+    data's channels as a source's do."""
+    net, default = config.model, NetConfig()
+    widths = IMAGENET_WIDTHS if net.widths == default.widths else net.widths
+    model = dataclasses.replace(net, encoder=IMAGENET_ENCODER, encoder_weights="imagenet", widths=widths)
+    why = " (picked for this data: it trained better than the shipped models here; --init none: from scratch)"
+    log(f"init: starting from the ImageNet {IMAGENET_ENCODER} encoder{why if picked else ''}: decoder widths "
+        f"{list(widths)}, random decoder")  # fmt: skip
+    return dataclasses.replace(config, model=model)
 
 
 def adapt_first_conv(weight: torch.Tensor, source: Source, image: int, extra: int) -> tuple[torch.Tensor, str]:
