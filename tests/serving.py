@@ -17,10 +17,11 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(checkpoint, *flags: str, wait_s: float = 60):
-    """Yields (url, process) once /health answers; fails with the server's output if it exits."""
+def running_server(target, *flags: str, wait_s: float = 60, command: str = "serve"):
+    """Yields (url, process) once /health answers; fails with the server's output if it exits.
+    `target`: the checkpoint (serve) or the folder (annotate, with --model among the flags)."""
     port = free_port()
-    cmd = [sys.executable, "-m", "unetkit", "serve", str(checkpoint), "--port", str(port), *flags]
+    cmd = [sys.executable, "-m", "unetkit", command, str(target), "--port", str(port), *flags]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -31,9 +32,9 @@ def running_server(checkpoint, *flags: str, wait_s: float = 60):
                 break
             except OSError:
                 if proc.poll() is not None:
-                    pytest.fail(f"unetkit serve exited with {proc.returncode}: {proc.stdout.read()}")
+                    pytest.fail(f"unetkit {command} exited with {proc.returncode}: {proc.stdout.read()}")
                 if time.monotonic() > deadline:
-                    pytest.fail(f"unetkit serve did not answer /health within {wait_s:.0f} s")
+                    pytest.fail(f"unetkit {command} did not answer /health within {wait_s:.0f} s")
                 time.sleep(0.1)
         yield url, proc
     finally:

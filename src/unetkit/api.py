@@ -15,7 +15,8 @@ from unetkit.infer.builtin import available as builtin_models
 from unetkit.infer.checkpoint import ModelMeta, load_model
 from unetkit.infer.inference import InferenceSpec, decode, predict_logits, run_model
 from unetkit.infer.predict import Segmenter
-from unetkit.interactive.clicks import Click
+from unetkit.interactive.clicks import Click, next_click
+from unetkit.interactive.clicks import iou as click_iou
 from unetkit.interactive.evaluate import simulate as simulate_clicks
 from unetkit.interactive.evaluate import summarize as summarize_clicks
 from unetkit.interactive.predictor import ClickPredictor
@@ -28,6 +29,8 @@ from unetkit.training.steps import build_training, load_batch, resolve_norm, sta
 __all__ = [
     "find_pairs",
     "simulate_clicks",
+    "next_click",
+    "click_iou",
     "summarize_clicks",
     "Click",
     "ClickPredictor",

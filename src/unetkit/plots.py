@@ -42,6 +42,15 @@ def palette(num_classes: int) -> np.ndarray:
     return pal
 
 
+def legend_colors(num_classes: int) -> list[list[int]]:
+    """The page's colours per class (serve's legend, annotate's overlay): the palette, except that a
+    binary mask's object is red rather than white, which vanishes on light images and the white page."""
+    pal = palette(num_classes)
+    if num_classes == 2:
+        pal[1] = palette(3)[1]
+    return [pal[i].tolist() for i in range(num_classes)]
+
+
 def curves(rows: list[dict], path: Path) -> None:
     """Loss and validation metrics per epoch, from the rows of metrics.csv."""
     if not rows:

@@ -41,7 +41,13 @@ def test_label_two_images_through_the_api(click_run, learn_dir, tmp_path):
     app = create_app(seg, add_ons=[annotate_routes(items)])
     client = TestClient(app)
 
-    assert client.get("/v1/model").json()["annotate"] == {"first": 0, "total": 3}
+    info = client.get("/v1/model").json()
+    assert {k: info["annotate"][k] for k in ("first", "total", "learning")} == {
+        "first": 0,
+        "total": 3,
+        "learning": False,
+    }
+    assert info["annotate"]["colors"] == info["colors"] and info["colors"][1] != [255, 255, 255]  # visible on white
     listing = client.get("/v1/annotate/items").json()
     assert [it["has_mask"] for it in listing] == [False, False, True] and listing[0]["done"] == 1
     assert listing[0]["confidence"] <= listing[1]["confidence"]  # least confident first
@@ -106,3 +112,37 @@ def test_a_bomb_or_wrong_mask_upload_is_a_4xx_never_a_500(click_run, learn_dir, 
         assert r.status_code == status, (name, r.status_code, r.text)
         assert r.json()["error"].startswith("mask: "), name
     assert not (folder / "masks").exists()  # nothing written
+
+
+def test_flag_skip_and_the_next_unlabelled_image(click_run, learn_dir, tmp_path):
+    """Flagged images are kept in DIR/.unetkit/flags.json, skipped by next_unlabelled and never trained
+    on; an accept names its image, so a re-ranked list cannot put a mask on another image."""
+    import json
+
+    from unetkit.serve.annotate import Flags, accepted_pairs
+
+    folder = tmp_path / "todo"
+    (folder / "images").mkdir(parents=True)
+    for p in sorted((learn_dir / "test" / "images").iterdir())[:3]:
+        shutil.copy(p, folder / "images" / p.name)
+    seg = Segmenter.load(click_run.best_checkpoint, "cpu", "fp32")
+    items = scan(folder, seg, progress=False)
+    client = TestClient(create_app(seg, add_ons=[annotate_routes(items, classes=["background", "cell", "nucleus"])]))
+    info = client.get("/v1/model").json()["annotate"]
+    assert info["classes"] == ["background", "cell", "nucleus"] and len(info["colors"]) == 3
+    names = [it.image.name for it in items]
+    r = client.post("/v1/annotate/items/1/flag", data={"flagged": "true", "name": names[1]}).json()
+    assert r["flagged"] and json.loads((folder / ".unetkit" / "flags.json").read_text()) == [names[1]]
+    assert client.get("/v1/annotate/items/0").json()["next_unlabelled"] == 2  # 1 is flagged
+    three = np.zeros((64, 64), np.uint8)
+    three[:10, :10], three[20:30, 20:30] = 1, 2  # a multi-class folder keeps class indices
+    r = client.post("/v1/annotate/items/0/mask", data={"name": names[0]}, files={"mask": ("m.png", png(three))})
+    assert r.status_code == 200 and r.json()["next_unlabelled"] == 2
+    assert np.array_equal(np.asarray(Image.open(folder / "masks" / (names[0].rsplit(".", 1)[0] + ".png"))), three)
+    wrong = client.post("/v1/annotate/items/2/mask", data={"name": names[0]}, files={"mask": ("m.png", png(three))})
+    assert wrong.status_code == 409 and "reopen" in wrong.json()["error"]
+    Image.fromarray(three).save(folder / "masks" / (names[1].rsplit(".", 1)[0] + ".png"))  # flagged, with a mask
+    flags = Flags(folder / ".unetkit" / "flags.json")
+    assert [p[0].name for p in accepted_pairs(items, flags)] == [names[0]]
+    client.post("/v1/annotate/items/1/flag", data={"flagged": "false"})
+    assert Flags(folder / ".unetkit" / "flags.json").names == set()

@@ -67,6 +67,13 @@ def test_page_overlays_and_downloads_the_predicted_mask(server, trained_run, tmp
     assert 0 < (got > 0).mean() < 1  # the disc is found, not all one class
 
 
+def on_screen(page, x: float, y: float) -> tuple[float, float]:
+    """Page coordinates of image pixel position (x, y) under the page's current zoom and pan."""
+    js = """([x, y]) => { const vp = document.getElementById('viewport').getBoundingClientRect();
+        const v = window.unetkitState.view; return [vp.left + v.tx + v.s * x, vp.top + v.ty + v.s * y]; }"""
+    return tuple(page.evaluate(js, [x, y]))
+
+
 def page_mask(page) -> np.ndarray:
     """The mask the page would download (its data URL)."""
     import base64
@@ -129,7 +136,7 @@ def test_clicks_on_the_page_grow_and_shrink_the_mask(click_run, learn_dir):
             page.set_input_files("#file", str(path))
             fractions, masks = [wait_clicks(page, 0)], [page_mask(page)]
             for n, c in enumerate(clicks, 1):
-                page.click("#marks", position={"x": c.x, "y": c.y}, button="left" if c.positive else "right")
+                page.mouse.click(*on_screen(page, c.x + 0.5, c.y + 0.5), button="left" if c.positive else "right")
                 fractions.append(wait_clicks(page, n))
                 masks.append(page_mask(page))
             page.click("#undo")
@@ -141,3 +148,77 @@ def test_clicks_on_the_page_grow_and_shrink_the_mask(click_run, learn_dir):
     for got, want in zip(masks, expected, strict=True):
         assert np.array_equal(got, want)
     assert masks[1][clicks[0].y, clicks[0].x] and np.array_equal(after_undo, masks[1])
+
+
+def rasterise(mask: np.ndarray, stroke: dict) -> None:
+    """The page's brush rule, in Python: disks of radius r around points 1 px apart along the stroke."""
+    points, pts = stroke["points"], []
+    for k, (x1, y1) in enumerate(points):
+        x0, y0 = points[max(0, k - 1)]
+        n = max(1, int(np.ceil(np.hypot(x1 - x0, y1 - y0))))
+        pts += [(x0 + (x1 - x0) * j / n, y0 + (y1 - y0) * j / n) for j in range(1 if k else 0, n + 1)]
+    h, w = mask.shape
+    r = stroke["r"]
+    yy, xx = np.mgrid[:h, :w]
+    for cx, cy in pts:
+        mask[(xx - cx) ** 2 + (yy - cy) ** 2 <= r * r] = stroke["mode"] == "brush"
+
+
+def test_label_two_images_with_clicks_and_a_brush_stroke(click_run, learn_dir, tmp_path):
+    """annotate in the browser: one image by a click, one by a click and a brush stroke, each accepted
+    with Enter; the written masks equal the ClickPredictor's masks (plus the stroke) pixel for pixel."""
+    import shutil
+
+    from unetkit.infer.inference import foreground
+    from unetkit.infer.predict import Segmenter
+    from unetkit.interactive.clicks import Click
+    from unetkit.interactive.predictor import ClickPredictor
+
+    folder = tmp_path / "todo"
+    (folder / "images").mkdir(parents=True)
+    for p in sorted((learn_dir / "test" / "images").iterdir())[:2]:
+        shutil.copy(p, folder / "images" / p.name)
+    predictor = ClickPredictor(Segmenter.load(click_run.best_checkpoint, "cpu", "auto"))
+    flags = ("--model", str(click_run.best_checkpoint), "--no-learn")
+    written, strokes, clicked = {}, {}, {}
+    with running_server(folder, *flags, command="annotate") as (url, _), sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 800})
+            page.goto(url + "/")
+            for step in range(2):
+                page.wait_for_function("document.getElementById('status').dataset.clicks === '0'")
+                name = page.text_content("#name")
+                gt = np.asarray(Image.open(learn_dir / "test" / "masks" / (Path(name).stem + ".png"))) > 0
+                x, y, _ = deepest(gt)
+                page.mouse.click(*on_screen(page, x + 0.5, y + 0.5))
+                page.wait_for_function("document.getElementById('status').dataset.clicks === '1'")
+                clicked[name] = Click(y, x, True)
+                if step == 1:  # a brush stroke across the image's top rows
+                    page.keyboard.press("b")
+                    page.fill("#size", "3")
+                    page.dispatch_event("#size", "input")
+                    page.mouse.move(*on_screen(page, 5.2, 4.7))
+                    page.mouse.down()
+                    page.mouse.move(*on_screen(page, 30.6, 9.1), steps=5)
+                    page.mouse.up()
+                    strokes[name] = page.evaluate("window.unetkitState.strokes")
+                page.keyboard.press("Enter")
+                page.wait_for_function("(document.getElementById('status').dataset.written || '') !== ''")
+                written[name] = page.get_attribute("#status", "data-written")
+                page.evaluate("document.getElementById('status').dataset.written = ''")
+        finally:
+            browser.close()
+    assert len(written) == 2
+    for name, path in written.items():
+        image = predictor.seg.to_tensor(folder / "images" / name)
+        first = predictor.probs(image, [], None)
+        probs = predictor.probs(image, [clicked[name]], np.round(first * 255) / 255)
+        expected = foreground(probs, predictor.threshold)
+        for stroke in strokes.get(name, []):
+            assert stroke["r"] == 3 and len(stroke["points"]) >= 2
+            rasterise(expected, stroke)
+        got = np.asarray(Image.open(path))
+        assert got.dtype == np.uint8 and set(np.unique(got)) <= {0, 255}
+        assert np.array_equal(got > 0, expected), (name, int((got > 0).sum()), int(expected.sum()))
+    assert len(strokes) == 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from unetkit.data.labels import export_labels
 from unetkit.deploy.engines import load
 from unetkit.errors import ConfigError
 
@@ -24,21 +25,70 @@ def add_parser(sub) -> None:
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     p.add_argument("--engine", default="torch", help="torch | onnxruntime | openvino | auto (default: torch)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
+    from unetkit.serve.learning import LearnConfig  # no optional dependency: only the defaults
+
+    d = LearnConfig()
+    p.add_argument("--learn", action=argparse.BooleanOptionalAction, default=True,
+                   help="retrain the click model on the accepted masks while you label (default: on)")  # fmt: skip
+    p.add_argument("--retrain-every", type=positive(int), default=d.every,
+                   help=f"retrain after this many newly accepted masks (default: {d.every})")  # fmt: skip
+    p.add_argument("--retrain-minutes", type=positive(float), default=d.minutes,
+                   help=f"training time bound of one retrain (default: {d.minutes:g})")  # fmt: skip
+    p.add_argument("--retrain-threads", type=positive(int), default=d.threads,
+                   help=f"compute threads of a retrain, at a lower priority (default: {d.threads})")  # fmt: skip
+
+    export = "write the labels and exit: coco OUT.json (RLE instances) or unetkit OUT.csv (a split)"
+    p.add_argument("--export", nargs=2, metavar=("FORMAT", "OUT"), help=export)
+    p.add_argument(
+        "--classes",
+        default=None,
+        help="class names, background first, comma-separated: a multi-class folder (the page picks the class of each "
+        "clicked object) and the COCO categories",
+    )
+
+
+def positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r}: give a number above 0")
+        return value
+
+    return parse
 
 
 def run(args: argparse.Namespace) -> int:
+    names = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    if names is not None and len(names) < 2:
+        raise ConfigError(f"--classes {args.classes!r}: give at least two names, background first")
+    if args.export:
+        print(export_labels(Path(args.folder), args.export[0], Path(args.export[1]), names))
+        return 0
 
     try:
         import uvicorn
     except ImportError:
         raise ConfigError("annotate: needs fastapi and uvicorn; pip install 'unetkit[serve]'") from None
-    from unetkit.serve.annotate import annotate_routes, scan
+    from unetkit.serve.annotate import LearnSpec, annotate_routes, scan
     from unetkit.serve.app import create_app
+    from unetkit.serve.learning import LearnConfig, load_state, model_path
 
-    seg = load(args.model, args.engine, args.device, "auto")
-    items = scan(Path(args.folder), seg)
-    app = create_app(seg, add_ons=[annotate_routes(items)])
+    folder = Path(args.folder)
+    config = LearnConfig(every=args.retrain_every, minutes=args.retrain_minutes, threads=args.retrain_threads)
+    learn = LearnSpec(folder, args.model, config, args.engine, args.device) if args.learn else None
+    state = load_state(folder, args.model)
+    model = model_path(folder, state) if args.learn else args.model
+    if model != args.model:
+        print(f"annotate: resuming with the model learnt here, version {state['version']} ({model})")
+    seg = load(model, args.engine, args.device, "auto")
+    items = scan(folder, seg)
+    app = create_app(seg, add_ons=[annotate_routes(items, learn, names)])
     done = sum(it.mask.exists() for it in items)
     print(f"annotating {args.folder}: {len(items)} images, {done} with masks; open http://{args.host}:{args.port}/")
+    if learn:
+        print(f"learning: a retrain after every {config.every} accepted masks, {config.minutes:g} min each")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

@@ -6,6 +6,8 @@ by their position in the server's list, never by path."""
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import sys
 import time
@@ -19,9 +21,12 @@ from fastapi.responses import FileResponse, JSONResponse
 from PIL import Image
 from tqdm import tqdm
 
+from unetkit import plots
 from unetkit.data.imageio import IMAGE_EXTENSIONS
+from unetkit.deploy.engines import load
 from unetkit.errors import DataError
 from unetkit.serve.http import MAX_MASK_BYTES, UploadError, read_sized_png
+from unetkit.serve.learning import STATE_DIR, LearnConfig, Learner
 
 
 @dataclass
@@ -70,48 +75,145 @@ def write_mask(item: Item, mask: np.ndarray, binary: bool, overwrite: bool) -> P
     return item.mask
 
 
-def annotate_routes(items: list[Item]):
-    """The add-on `unetkit annotate` gives serve.app.create_app: the routes over the folder's items."""
+@dataclass(frozen=True)
+class LearnSpec:
+    """What annotate's learning needs beyond the items: the folder, the model it was started with
+    (version 1), the retrain settings, and how to load a model (the same engine and device)."""
+
+    folder: Path
+    initial_model: str
+    config: LearnConfig
+    engine: str = "torch"
+    device: str = "auto"
+
+
+def annotate_routes(items: list[Item], learn: LearnSpec | None = None, classes: list[str] | None = None):
+    """The add-on `unetkit annotate` gives serve.app.create_app: the routes over the folder's items,
+    with `learn` the retrains (serve/learning.py) that swap in better click models, and with `classes`
+    (background first) a multi-class folder whose objects compose into a class-index mask."""
 
     def add_on(app, seg, limits) -> dict:
-        add_annotate_routes(app, seg, items)
-        return {"annotate": {"first": 0, "total": len(items)}}
+        names = list(classes or seg.meta.classes)
+        flags = Flags(items[0].image.parent.parent / STATE_DIR / "flags.json")
+        learner = None
+        if learn is not None:
+            swap = functools.partial(swap_model, app, items, learn)
+            pairs = functools.partial(accepted_pairs, items, flags)
+            learner = Learner(learn.folder, learn.initial_model, learn.config, pairs, swap)
+        app.state.learner = learner
+        add_annotate_routes(app, Listing(items, flags), learner, len(names))
+        colors = plots.legend_colors(len(names))
+        return {"annotate": {"first": 0, "total": len(items), "learning": learner is not None, "classes": names,
+                             "colors": colors}}  # fmt: skip
 
     return add_on
 
 
-def add_annotate_routes(app, seg, items: list[Item]) -> None:
-    def describe(i: int) -> dict:
+class Flags:
+    """Images the user flagged (unsure, broken, for later): kept in DIR/.unetkit/flags.json, never
+    trained on by the learning retrains."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.names = set(json.loads(path.read_text())) if path.is_file() else set()
+
+    def set(self, name: str, flagged: bool) -> None:
+        (self.names.add if flagged else self.names.discard)(name)
+        write_json_list(self.path, sorted(self.names))
+
+
+def write_json_list(path: Path, values: list) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(values))
+    os.replace(tmp, path)
+
+
+def accepted_pairs(items: list[Item], flags: Flags) -> list[tuple[Path, Path]]:
+    return [(it.image, it.mask) for it in list(items) if it.mask.exists() and it.image.name not in flags.names]
+
+
+def swap_model(app, items: list[Item], learn: LearnSpec, path: str) -> None:
+    """Serve the model at `path` from now on, then re-rank the unlabelled images with it (in place, so
+    the routes see the new order; a mask is always sent with its image's name, so none lands on another)."""
+    seg = load(path, learn.engine, learn.device, "auto", log=lambda m: None)
+    app.state.served.seg = seg
+    ranked = [Item(it.image, it.mask, 1.0 if it.mask.exists() else confidence(seg, it.image)) for it in list(items)]
+    items[:] = sorted(ranked, key=lambda it: (it.mask.exists(), it.confidence, it.image.name))
+
+
+class Listing:
+    """The folder's images in the page's order (re-ranked in place by learning) and their flags."""
+
+    def __init__(self, items: list[Item], flags: Flags) -> None:
+        self.items, self.flags = items, flags
+
+    def describe(self, i: int) -> dict:
+        items = self.items
         return {
             "index": i,
             "name": items[i].image.name,
             "total": len(items),
             "done": sum(it.mask.exists() for it in items),
             "has_mask": items[i].mask.exists(),
+            "flagged": items[i].image.name in self.flags.names,
             "confidence": round(items[i].confidence, 4),
             "previous": (i - 1) % len(items),
             "next": (i + 1) % len(items),
+            "next_unlabelled": self.next_unlabelled(i),
         }
 
-    def missing(i: int) -> JSONResponse | None:
-        ok = 0 <= i < len(items)
-        return None if ok else JSONResponse({"error": f"no image {i}: there are {len(items)}"}, 404)
+    def next_unlabelled(self, i: int) -> int | None:
+        """Where the page goes after an accept: the first image of the current order without a mask
+        (after a retrain re-ranks them: the one the model is least sure of), skipping flagged ones."""
+        for j, it in enumerate(self.items):
+            if j != i and not it.mask.exists() and it.image.name not in self.flags.names:
+                return j
+        return None
+
+    def error(self, i: int, name: str = "") -> JSONResponse | None:
+        """404 for an index out of range; 409 when `name` is no longer at `i` (the list was re-ranked)."""
+        if not 0 <= i < len(self.items):
+            return JSONResponse({"error": f"no image {i}: there are {len(self.items)}"}, 404)
+        if name and name != self.items[i].image.name:
+            return JSONResponse({"error": f"image {i} is now {self.items[i].image.name}, not {name}; reopen it"}, 409)
+        return None
+
+
+def add_annotate_routes(app, listing: Listing, learner: Learner | None, num_classes: int) -> None:
+    items = listing.items
 
     @app.get("/v1/annotate/items")
     def list_items() -> list[dict]:
-        return [describe(i) for i in range(len(items))]
+        return [listing.describe(i) for i in range(len(items))]
 
     @app.get("/v1/annotate/items/{index}")
     def item(index: int):
-        return missing(index) or describe(index)
+        return listing.error(index) or listing.describe(index)
 
     @app.get("/v1/annotate/items/{index}/image")
     def image(index: int):
-        return missing(index) or FileResponse(items[index].image)
+        return listing.error(index) or FileResponse(items[index].image)
+
+    @app.get("/v1/annotate/learning")
+    def learning():
+        return learner.status() if learner else {"version": 1, "learning": False}
+
+    @app.post("/v1/annotate/items/{index}/flag")
+    def flag(index: int, flagged: Annotated[bool, Form()] = True, name: Annotated[str, Form()] = ""):
+        if (err := listing.error(index, name)) is not None:
+            return err
+        listing.flags.set(items[index].image.name, flagged)
+        return listing.describe(index)
 
     @app.post("/v1/annotate/items/{index}/mask")
-    async def accept(index: int, mask: Annotated[UploadFile, File()], overwrite: Annotated[bool, Form()] = False):
-        if (err := missing(index)) is not None:
+    async def accept(
+        index: int,
+        mask: Annotated[UploadFile, File()],
+        overwrite: Annotated[bool, Form()] = False,
+        name: Annotated[str, Form()] = "",
+    ):
+        if (err := listing.error(index, name)) is not None:
             return err
         it = items[index]
         with Image.open(it.image) as img:
@@ -120,8 +222,9 @@ def add_annotate_routes(app, seg, items: list[Item]) -> None:
             array = read_sized_png(await mask.read(MAX_MASK_BYTES + 1), *size, "mask")
         except UploadError as e:
             return JSONResponse({"error": str(e)}, e.status)
-        written = write_mask(it, array, seg.meta.binary, overwrite)
+        written = write_mask(it, array, num_classes == 2, overwrite)
         if written is None:
             return JSONResponse({"error": f"{it.mask} exists; send overwrite=true to replace it"}, 409)
         print(f"annotate: wrote {written}", file=sys.stderr)
-        return {"written": str(written), **describe(index)}
+        retraining = learner.accepted() if learner else False
+        return {"written": str(written), "retrain_started": retraining, **listing.describe(index)}

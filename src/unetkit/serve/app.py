@@ -26,7 +26,7 @@ from unetkit._version import __version__
 from unetkit.deploy.engines import load
 from unetkit.infer.predict import Segmenter
 from unetkit.serve.clicks import add_click_routes
-from unetkit.serve.http import Gate, Limits, UploadError, busy, gated, mask_png, read_upload
+from unetkit.serve.http import Gate, Limits, Served, UploadError, busy, gated, mask_png, read_upload
 
 PAGE = Path(__file__).with_name("static") / "index.html"
 AddOn = Callable[[FastAPI, Segmenter, Limits], dict]
@@ -63,10 +63,9 @@ def app_from_env():
 
 def model_info(seg) -> dict:
     meta = seg.meta
-    palette = plots.palette(len(meta.classes))
     return {
         "classes": list(meta.classes),
-        "colors": [palette[i].tolist() for i in range(len(meta.classes))],
+        "colors": plots.legend_colors(len(meta.classes)),
         "binary": meta.binary,
         "threshold": meta.threshold,
         "interactive": meta.interactive,
@@ -84,6 +83,7 @@ def create_app(
     limits = limits or Limits()
     app = FastAPI(title="unetkit", version=__version__, description="U-Net segmentation of uploaded images")
     app.state.gate = Gate(limits)
+    app.state.served = Served(seg)
     info = {**model_info(seg), **(extra_info or {})}
     app.middleware("http")(log_requests)
 
@@ -117,7 +117,7 @@ async def log_requests(request: Request, call_next):
 
 def add_predict_route(app: FastAPI, seg: Segmenter, limits: Limits) -> None:
     """POST /v1/predict: an image in, its mask out (PNG, or JSON with class fractions)."""
-    classes = list(seg.classes)
+    classes = list(seg.classes)  # a swapped-in model has the same classes
 
     @app.post("/v1/predict")
     async def predict(
@@ -127,6 +127,7 @@ def add_predict_route(app: FastAPI, seg: Segmenter, limits: Limits) -> None:
     ):
         if app.state.gate.full():
             return busy()
+        seg = app.state.served.seg
         data = await image.read(limits.max_bytes + 1)
         try:
             array = read_upload(data, limits, seg.in_channels)

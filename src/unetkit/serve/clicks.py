@@ -77,10 +77,16 @@ def png_b64(array: np.ndarray) -> str:
 
 def add_click_routes(app, seg, limits: Limits) -> dict:
     """The add-on of click models (serve.app.KIND_ADD_ONS): POST /v1/interactive."""
-    predictor = ClickPredictor(seg)
+    predictors = {id(seg): ClickPredictor(seg)}  # one per served model (annotate's learning swaps them)
     cache = ImageCache()
 
-    def segment(image: np.ndarray, clicks: list[Click], prev: np.ndarray | None) -> np.ndarray:
+    def predictor_for(current) -> ClickPredictor:
+        if id(current) not in predictors:
+            predictors.clear()
+            predictors[id(current)] = ClickPredictor(current)
+        return predictors[id(current)]
+
+    def segment(predictor, image: np.ndarray, clicks: list[Click], prev: np.ndarray | None) -> np.ndarray:
         tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
         return predictor.probs(tensor, clicks, prev)
 
@@ -93,6 +99,7 @@ def add_click_routes(app, seg, limits: Limits) -> dict:
     ):
         if app.state.gate.full():
             return busy()
+        predictor = predictor_for(app.state.served.seg)
         try:
             if image is not None:
                 data = await image.read(limits.max_bytes + 1)
@@ -107,7 +114,7 @@ def add_click_routes(app, seg, limits: Limits) -> dict:
             prev_map = read_prev(await prev.read(limits.max_bytes + 1), h, w) if prev is not None else None
         except UploadError as e:
             return JSONResponse({"error": str(e)}, e.status)
-        probs = await gated(app.state.gate, segment, array, click_list, prev_map)
+        probs = await gated(app.state.gate, segment, predictor, array, click_list, prev_map)
         if isinstance(probs, Response):
             return probs
         mask = foreground(probs, predictor.threshold).astype(np.uint8)

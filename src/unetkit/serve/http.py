@@ -28,6 +28,14 @@ class Limits:
     timeout_s: float = 60.0
 
 
+class Served:
+    """The model the routes run, replaceable while serving (annotate's learning swaps in a better one).
+    A route reads `.seg` once per request, so no request mixes two models."""
+
+    def __init__(self, seg) -> None:
+        self.seg = seg
+
+
 class Gate:
     """At most `slots` requests run and `queue` wait; the rest are turned away at once."""
 

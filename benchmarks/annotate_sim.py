@@ -1,0 +1,281 @@
+"""A simulated annotator on `unetkit annotate` (issue 22, item 4): the benchmark starts the labelling
+server as a user does and drives its HTTP API as a person would. For each image in the order the page
+gives (after each accept: the next unlabelled image of the current order), RITM's clicker clicks on the
+current errors (POST /v1/interactive, by image id, with the previous map) until IoU >= 0.90 or 20 clicks,
+then accepts the mask those clicks produced (the ground truth stands only for the person's eye).
+Learning on (`--learn`, retrains every --every masks, --minutes each) against off, same order, same
+starting model, on domains the shipped click model never saw:
+
+    camvid-cars   the largest car of each CamVid test image (>= 1,500 px), one image per car
+    isbi-cells    4 cells (connected components of the cell class, 500-20,000 px) of each ISBI slice,
+                  the slice copied once per cell
+
+    python benchmarks/annotate_sim.py --domain camvid-cars --images 100 [--every 10] [--minutes 3]
+    python benchmarks/annotate_sim.py --table        # rewrite the RESULTS.md section and the plot
+
+Rows (one per image) go to benchmarks/annotate_sim.jsonl; the summary compares clicks per image over the
+second half of the images, with the retrains' minutes and the time per click while a retrain ran."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import header, machine, write_section  # noqa: E402
+
+HERE = Path(__file__).parent
+SHARED = HERE.parent.parent / "shared" / "data"
+ROWS = HERE / "annotate_sim.jsonl"
+PLOT = HERE / "annotate_sim.png"
+CAR = 8  # CamVid's class index of car (SOURCE.md)
+
+
+def camvid_cars(out: Path, gt: Path, n: int) -> None:
+    for mask_path in sorted((SHARED / "camvid" / "test" / "masks").glob("*.png")):
+        labels, k = ndimage.label(np.asarray(Image.open(mask_path)) == CAR)
+        sizes = np.bincount(labels.ravel())[1:]
+        if k and sizes.max() >= 1500:
+            image = next((SHARED / "camvid" / "test" / "images").glob(mask_path.stem + ".*"))
+            (out / image.name).symlink_to(image.resolve())
+            Image.fromarray((labels == 1 + int(np.argmax(sizes))).astype(np.uint8) * 255).save(gt / f"{image.stem}.png")
+        if len(list(gt.iterdir())) >= n:
+            return
+
+
+def isbi_cells(out: Path, gt: Path, n: int, per_slice: int = 4) -> None:
+    rng = np.random.default_rng(0)
+    for mask_path in sorted((SHARED / "isbi2012_em" / "train" / "masks").glob("*.png"), key=lambda p: int(p.stem)):
+        labels, k = ndimage.label(np.asarray(Image.open(mask_path)) > 127)
+        sizes = np.bincount(labels.ravel())
+        cells = [c for c in range(1, k + 1) if 500 <= sizes[c] <= 20_000]
+        rgb = Image.open(SHARED / "isbi2012_em" / "train" / "images" / mask_path.name).convert("RGB")
+        for j, c in enumerate(rng.choice(cells, min(per_slice, len(cells)), replace=False)):
+            name = f"slice{int(mask_path.stem):02d}_cell{j}"
+            rgb.save(out / f"{name}.png")
+            Image.fromarray((labels == c).astype(np.uint8) * 255).save(gt / f"{name}.png")
+            if len(list(gt.iterdir())) >= n:
+                return
+
+
+DOMAINS = {"camvid-cars": camvid_cars, "isbi-cells": isbi_cells}
+
+
+class Client:
+    """The few HTTP calls the page makes, with multipart bodies built by hand (no extra dependency)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def get(self, path: str):
+        with urllib.request.urlopen(self.url + path, timeout=600) as r:
+            body = r.read()
+            return json.loads(body) if r.headers.get_content_type() == "application/json" else body
+
+    def post(self, path: str, fields: dict, files: dict) -> dict:
+        boundary = uuid.uuid4().hex
+        parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+                 for k, v in fields.items()]  # fmt: skip
+        for k, data in files.items():
+            head = f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"; filename="{k}.png"\r\n'
+            parts.append(head.encode() + b"Content-Type: image/png\r\n\r\n" + data + b"\r\n")
+        body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+        req = urllib.request.Request(
+            self.url + path, body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        )
+        with urllib.request.urlopen(req, timeout=600) as r:
+            return json.loads(r.read())
+
+
+def png(mask: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(mask.astype(np.uint8) * 255).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def label_one(client: Client, index: int, gt_dir: Path, max_clicks: int = 20) -> dict:
+    """One image as the person would label it: clicks until IoU >= 0.90 (or 20), then accept."""
+    from unetkit.api import click_iou, next_click
+
+    item = client.get(f"/v1/annotate/items/{index}")
+    gt = np.asarray(Image.open(gt_dir / (Path(item["name"]).stem + ".png"))) > 0
+    learning = client.get("/v1/annotate/learning")
+    t0 = time.perf_counter()
+    out = client.post("/v1/interactive", {"clicks": "[]"}, {"image": client.get(f"/v1/annotate/items/{index}/image")})
+    times, clicks = [time.perf_counter() - t0], []
+    mask = decode(out["mask_png_base64"])
+    clicked = np.zeros_like(gt)
+    while click_iou(mask, gt) < 0.9 and len(clicks) < max_clicks:
+        c = next_click(mask, gt, clicked=clicked)
+        if c is None:
+            break
+        clicked[int(c.y), int(c.x)] = True
+        clicks.append(c.to_dict())
+        t0 = time.perf_counter()
+        out = client.post("/v1/interactive", {"image_id": out["image_id"], "clicks": json.dumps(clicks)},
+                          {"prev": base64.b64decode(out["probs_png_base64"])})  # fmt: skip
+        times.append(time.perf_counter() - t0)
+        mask = decode(out["mask_png_base64"])
+    done = client.post(f"/v1/annotate/items/{index}/mask", {"name": item["name"]}, {"mask": png(mask)})
+    return {"name": item["name"], "clicks": len(clicks), "iou": round(click_iou(mask, gt), 4),
+            "ms_per_click": [round(t * 1000, 1) for t in times[1:]], "ms_first": round(times[0] * 1000, 1),
+            "model_version": learning["version"], "retrain_running": learning.get("running", False),
+            "next": done.get("next_unlabelled"), "retrain_started": done.get("retrain_started", False)}  # fmt: skip
+
+
+def decode(b64: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(b64)))) > 0
+
+
+def simulate(domain: str, n: int, learn: bool, every: int, minutes: float, model: str, work: Path) -> list[dict]:
+    folder, gt = work / domain / "folder", work / domain / "gt"
+    if not gt.is_dir():
+        for d in (folder / "images", gt):
+            d.mkdir(parents=True)
+        DOMAINS[domain](folder / "images", gt, n)
+    shutil.rmtree(folder / "masks", ignore_errors=True)
+    shutil.rmtree(folder / ".unetkit", ignore_errors=True)
+    port = free_port()
+    flags = ["--learn" if learn else "--no-learn", "--retrain-every", str(every), "--retrain-minutes", str(minutes)]
+    cmd = [sys.executable, "-m", "unetkit", "annotate", str(folder), "--model", model, "--port", str(port), *flags]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=(work / f"{domain}-{learn}.log").open("w"))
+    client, rows = Client(f"http://127.0.0.1:{port}"), []
+    try:
+        wait_for(client, proc)
+        index = 0
+        for k in range(len(list(gt.iterdir()))):
+            row = label_one(client, index, gt)
+            rows.append({"domain": domain, "learn": learn, "k": k, **row})
+            print(json.dumps(rows[-1]), flush=True)
+            if row["next"] is None:
+                break
+            index = row["next"]
+        while learn and client.get("/v1/annotate/learning")["running"]:
+            time.sleep(2)
+        history = json.loads((folder / ".unetkit" / "state.json").read_text())["history"] if learn else []
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return [*rows, {"domain": domain, "learn": learn, "retrains": history, "every": every, "minutes": minutes,
+                    "model": model, "machine": machine()["cpu"], "date": time.strftime("%Y-%m-%d %H:%M")}]  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(client: Client, proc, timeout: float = 600) -> None:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if proc.poll() is not None:
+            raise SystemExit(f"unetkit annotate exited with {proc.returncode}")
+        try:
+            client.get("/health")
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise SystemExit("unetkit annotate did not start")
+
+
+HEAD = (
+    "| domain | learning | images | clicks/image, all | clicks/image, 2nd half | retrains (accepted) | "
+    "retrain minutes, sum (max) | ms/click, no retrain | ms/click, during a retrain |"
+)
+
+
+def median(values: list[float]) -> str:
+    return f"{np.median(values):.0f}" if values else "-"
+
+
+def summary(rows: list[dict]) -> list[str]:
+    lines = [HEAD, "|---" * 9 + "|"]
+    for domain in DOMAINS:
+        for learn in (False, True):
+            imgs = [r for r in rows if r["domain"] == domain and r["learn"] == learn and "clicks" in r]
+            info = next((r for r in rows if r["domain"] == domain and r["learn"] == learn and "retrains" in r), None)
+            if not imgs or info is None:
+                continue
+            clicks = [r["clicks"] for r in imgs]
+            quiet = [t for r in imgs if not r["retrain_running"] for t in r["ms_per_click"]]
+            busy = [t for r in imgs if r["retrain_running"] for t in r["ms_per_click"]]
+            retrains = info["retrains"]
+            minutes = [h["seconds"] / 60 for h in retrains]
+            accepted = sum(h["outcome"] == "accepted" for h in retrains)
+            cells = [domain, "on" if learn else "off", str(len(imgs)), f"{np.mean(clicks):.2f}",
+                     f"{np.mean(clicks[len(clicks) // 2 :]):.2f}", f"{len(retrains)} ({accepted})",
+                     f"{sum(minutes):.1f} ({max(minutes, default=0):.1f})", median(quiet), median(busy)]  # fmt: skip
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def plot(rows: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(DOMAINS), figsize=(11, 3.6))
+    for ax, domain in zip(axes, DOMAINS, strict=True):
+        for learn in (False, True):
+            clicks = [r["clicks"] for r in rows if r["domain"] == domain and r["learn"] == learn and "clicks" in r]
+            if clicks:
+                smooth = np.convolve(clicks, np.ones(10) / 10, mode="valid") if len(clicks) >= 10 else clicks
+                ax.plot(
+                    np.arange(len(smooth)) + (10 if len(clicks) >= 10 else 1),
+                    smooth,
+                    label=f"learning {'on' if learn else 'off'}",
+                )
+        ax.set(title=domain, xlabel="images labelled", ylabel="clicks per image (mean of 10)")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(PLOT, dpi=90)
+
+
+def table(command: str) -> None:
+    rows = [json.loads(line) for line in ROWS.read_text().splitlines()] if ROWS.is_file() else []
+    plot(rows)
+    about = __doc__.split("\n\n")[0].replace("\n", " ")
+    title = "## Labelling with learning on and off (cpu, simulated annotator)"
+    text = [title, "", header(command), about, "", *summary(rows), "", f"![clicks per image]({PLOT.name})"]
+    write_section("annotate-sim", "\n".join(text))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--domain", choices=list(DOMAINS), action="append")
+    ap.add_argument("--images", type=int, default=100)
+    ap.add_argument("--every", type=int, default=10)
+    ap.add_argument("--minutes", type=float, default=3.0)
+    ap.add_argument("--model", default="builtin:clicks")
+    ap.add_argument("--modes", default="off,on", help="learning off, on, or both (in this order)")
+    ap.add_argument("--table", action="store_true")
+    args = ap.parse_args()
+    if not args.table:
+        with tempfile.TemporaryDirectory(prefix="annotate-sim-") as tmp:
+            for domain in args.domain or list(DOMAINS):
+                for mode in args.modes.split(","):
+                    rows = simulate(domain, args.images, mode == "on", args.every, args.minutes, args.model, Path(tmp))
+                    with ROWS.open("a") as f:
+                        f.writelines(json.dumps(r) + "\n" for r in rows)
+    table("python benchmarks/annotate_sim.py " + " ".join(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()

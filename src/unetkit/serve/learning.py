@@ -1,0 +1,210 @@
+"""Learning while labelling (`unetkit annotate DIR`, on unless --no-learn): after every `every` newly
+accepted masks, a background job fine-tunes the served click model on all accepted masks of DIR
+(the click-training recipe, from the model in use), holding out a stable share of them, and the new
+model replaces the served one only if it scores at least as well on those held-out masks (mean IoU
+after 1..N simulated clicks). The job runs as child processes at a lower priority with their own
+thread count and a time bound, so the page keeps answering clicks, and a job that crashes or is
+killed changes nothing. Accepted masks on disk stay the source of truth; DIR/.unetkit/ keeps each
+accepted model with its card and state.json names the one in use, so a restart resumes with it."""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from csv import writer
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from unetkit.deploy.export import export_safetensors
+from unetkit.infer.checkpoint import load_model
+
+STATE_DIR = ".unetkit"
+
+
+@dataclass(frozen=True)
+class LearnConfig:
+    every: int = 10  # retrain after this many masks accepted since the last retrain
+    minutes: float = 3.0  # the training time bound of one retrain
+    threads: int = 1  # compute threads of the retrain (the server keeps the others)
+    nice: int = 10  # the retrain's priority below the server's
+    heldout_share: float = 0.2  # of the accepted masks, scored and never trained on
+    min_heldout: int = 3
+    min_train: int = 2
+    clicks: int = 5  # the held-out protocol: IoU after 1..clicks clicks (RITM's clicker)
+
+
+def heldout(stems: list[str], share: float, minimum: int) -> set[str]:
+    """The accepted images held out for scoring: chosen by the hash of their name, so an image keeps
+    its side as more masks are accepted (the lowest hashes first, at least `minimum`)."""
+    ranked = sorted(stems, key=lambda s: hashlib.sha256(s.encode()).hexdigest())
+    return set(ranked[: max(minimum, round(share * len(stems)))])
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Atomic: a reader (or a restart) sees the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def load_state(folder: Path, initial_model: str) -> dict:
+    """DIR/.unetkit/state.json, or version 1 = the model annotate was started with."""
+    path = folder / STATE_DIR / "state.json"
+    if path.is_file():
+        state = json.loads(path.read_text())
+        if (folder / STATE_DIR / state["model"]).is_file() or state["version"] == 1:
+            return state
+    return {"version": 1, "model": initial_model, "accepted_at_retrain": 0, "history": []}
+
+
+def model_path(folder: Path, state: dict) -> str:
+    """The served model's path (version 1 may be builtin:NAME or the user's checkpoint)."""
+    return str(folder / STATE_DIR / state["model"]) if state["version"] > 1 else state["model"]
+
+
+def score(summary: dict, clicks: int) -> float:
+    return float(sum(summary["iou_at_clicks"][:clicks]) / clicks)
+
+
+def better_or_equal(new: float, old: float) -> bool:
+    """The promotion rule: a candidate must score at least what the served model scores."""
+    return new >= old
+
+
+class Learner:
+    """Starts retrains as masks are accepted and swaps in the models that earn it. `pairs()` lists the
+    accepted (image, mask) pairs; `swap(path)` serves the model at path and re-ranks the images."""
+
+    def __init__(self, folder: Path, initial_model: str, config: LearnConfig, pairs: Callable, swap: Callable):
+        self.folder, self.config, self.pairs, self.swap = folder, config, pairs, swap
+        self.state = load_state(folder, initial_model)
+        self.lock = threading.Lock()
+        self.job: threading.Thread | None = None
+        self.process: subprocess.Popen | None = None
+        self.started: float | None = None
+        self.promote = better_or_equal  # (new score, old score) -> serve the candidate?
+        atexit.register(self.stop)
+
+    @property
+    def current(self) -> str:
+        return model_path(self.folder, self.state)
+
+    def status(self) -> dict:
+        running = self.running()
+        return {
+            "version": self.state["version"],
+            "model": self.state["model"],
+            "accepted": len(self.pairs()),
+            "running": running,
+            "running_seconds": round(time.time() - self.started, 1) if running and self.started else 0,
+            "next_retrain_at": self.next_at(),
+            "last": self.state["history"][-1] if self.state["history"] else None,
+            "config": asdict(self.config),
+        }
+
+    def stop(self) -> None:
+        """At exit: a retrain's child process does not outlive the server."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+
+    def running(self) -> bool:
+        return self.job is not None and self.job.is_alive()
+
+    def next_at(self) -> int:
+        c = self.config
+        return max(self.state["accepted_at_retrain"] + c.every, c.min_heldout + c.min_train)
+
+    def accepted(self) -> bool:
+        """Called after each accepted mask: start a retrain when one is due; True if one started."""
+        with self.lock:
+            n = len(self.pairs())
+            if self.running() or n < self.next_at():
+                return False
+            self.job = threading.Thread(target=self._retrain, args=(n,), daemon=True, name="unetkit-retrain")
+            self.started = time.time()
+            self.job.start()
+            return True
+
+    def _retrain(self, n: int) -> None:
+        version = self.state["version"] + 1
+        work = self.folder / STATE_DIR / "retrain" / f"v{version}-{n}-masks-{time.strftime('%Y%m%d-%H%M%S')}"
+        record = {"candidate": version, "accepted": n, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        t0 = time.time()
+        try:
+            record.update(self._job(work, version))
+        except Exception as e:  # a failed or killed retrain changes nothing but the history
+            record.update({"outcome": "failed", "error": str(e)[-500:]})
+        record["seconds"] = round(time.time() - t0, 1)
+        with self.lock:
+            self.state["accepted_at_retrain"] = n
+            self.state["history"].append(record)
+            write_json(self.folder / STATE_DIR / "state.json", self.state)
+        print(f"annotate: retrain v{version}: {record['outcome']}", file=sys.stderr)
+
+    def _run(self, cmd: list[str], log: Path, timeout: float) -> None:
+        env = {**os.environ, "OMP_NUM_THREADS": str(self.config.threads), "MKL_NUM_THREADS": str(self.config.threads)}
+        nice = self.config.nice
+        with log.open("a") as out:
+            lower = (lambda: os.nice(nice)) if nice else None
+            cmd_line = [sys.executable, "-m", "unetkit", *cmd]
+            self.process = subprocess.Popen(cmd_line, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=lower)
+            try:
+                rc = self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                raise RuntimeError(f"{cmd[0]} ran past {timeout:.0f} s and was stopped") from None
+        if rc != 0:
+            raise RuntimeError(f"unetkit {cmd[0]} exited with {rc} (see {log})")
+
+    def _job(self, work: Path, version: int) -> dict:
+        """Train a candidate from the current model, score both on the held-out masks, promote or not."""
+        c = self.config
+        pairs = self.pairs()
+        held = heldout([img.stem for img, _ in pairs], c.heldout_share, c.min_heldout)
+        work.mkdir(parents=True, exist_ok=True)
+        csv = work / "data.csv"
+        with csv.open("w", newline="") as f:
+            rows = [(img.resolve(), mask.resolve(), "val" if img.stem in held else "train") for img, mask in pairs]
+            writer(f).writerows([("image", "mask", "split"), *rows])
+        _, meta = load_model(self.current)
+        run, log = work / "run", work / "log.txt"
+        train = ["train", "--data", str(csv), "--interactive", "--init", self.current, "--out", str(run),
+                 "--resize", meta.resize, "--size", ",".join(map(str, meta.size)), "--epochs", "1000",
+                 "--fill-time-limit", "--val-every", "1", "--time-limit", f"{int(c.minutes * 60)}s",
+                 "--val-clicks", str(c.clicks), "--sample-every", "0", "--encoder-lr-scale", "0.1"]  # fmt: skip
+        if meta.click_view_size:
+            train += ["--view-size", str(meta.click_view_size)]
+        self._run(train, log, c.minutes * 60 * 2 + 120)
+        candidate = run / "checkpoints" / "best.pt"
+        scores = {}
+        for name, ckpt in (("old", self.current), ("new", str(candidate))):
+            out = work / f"eval-{name}"
+            cmd = ["evaluate", ckpt, "--data", str(csv), "--split", "val", "--clicks", str(c.clicks), "--out", str(out)]
+            self._run(cmd, log, 600)
+            scores[name] = score(json.loads((out / "summary.json").read_text()), c.clicks)
+        result = {
+            "heldout": len(held),
+            "trained_on": len(pairs) - len(held),
+            "score_old": round(scores["old"], 4),
+            "score_new": round(scores["new"], 4),
+            "metric": f"mean IoU after 1..{c.clicks} clicks on the held-out masks",
+        }
+        if not self.promote(scores["new"], scores["old"]):
+            return {**result, "outcome": "rejected (worse on the held-out masks)"}
+        model, new_meta = load_model(candidate)
+        name = f"models/v{version}.safetensors"
+        export_safetensors(model, new_meta, self.folder / STATE_DIR / name)
+        card = {**result, "version": version, "from": self.state["model"], "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+        write_json(self.folder / STATE_DIR / f"models/v{version}.card.json", card)
+        self.swap(str(self.folder / STATE_DIR / name))
+        with self.lock:
+            self.state.update(version=version, model=name)
+        return {**result, "outcome": "accepted"}

@@ -1,0 +1,160 @@
+"""Learning while labelling: accepted masks start a retrain (K=2 here, a tiny model, seconds of
+training), a candidate at least as good on the held-out masks is served and recorded, a worse one
+is not, a killed retrain changes nothing, and a restart resumes with the model learnt."""
+
+import io
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from unetkit.infer.predict import Segmenter  # noqa: E402
+from unetkit.serve.annotate import LearnSpec, annotate_routes, scan  # noqa: E402
+from unetkit.serve.app import create_app  # noqa: E402
+from unetkit.serve.learning import LearnConfig, better_or_equal, heldout, load_state, model_path  # noqa: E402
+
+
+def test_held_out_images_are_stable_and_at_least_the_minimum():
+    names = [f"img{i:03d}" for i in range(40)]
+    held = heldout(names, 0.2, 3)
+    assert len(held) == 8 and held == heldout(names[::-1], 0.2, 3)  # by name, not by order
+    assert len(heldout(names[:5], 0.2, 3)) == 3  # the minimum, even where 20% is 1
+    assert better_or_equal(0.8, 0.8) and not better_or_equal(0.79, 0.8)
+
+
+def png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def weights(seg) -> torch.Tensor:
+    return next(iter(seg.model.state_dict().values())).detach().clone()
+
+
+def wait(client, timeout=180.0) -> dict:
+    t0 = time.time()
+    while (s := client.get("/v1/annotate/learning").json())["running"]:
+        assert time.time() - t0 < timeout, s
+        time.sleep(0.2)
+    return s
+
+
+def fake_runs(learner, click_ckpt, scores: dict):
+    """Stand-ins for the retrain's child processes: `train` leaves a candidate best.pt, `evaluate`
+    a summary.json whose IoUs are scores["old"] for the served model and scores["new"] for the candidate."""
+
+    def run(cmd, log, timeout):
+        out = Path(cmd[cmd.index("--out") + 1])
+        if cmd[0] == "train":
+            (out / "checkpoints").mkdir(parents=True)
+            shutil.copy(click_ckpt, out / "checkpoints" / "best.pt")
+        else:
+            out.mkdir(parents=True)
+            iou = scores["old" if cmd[1] == learner.current else "new"]
+            (out / "summary.json").write_text(json.dumps({"iou_at_clicks": [iou] * 5}))
+
+    learner._run = run
+
+
+def test_the_candidate_is_served_only_if_it_scores_at_least_as_well(click_run, tmp_path):
+    from unetkit.serve.learning import Learner
+
+    folder = tmp_path / "todo"
+    pairs = []
+    for i in range(6):
+        img, mask = folder / "images" / f"{i}.png", folder / "masks" / f"{i}.png"
+        for p, mode in ((img, "RGB"), (mask, "L")):
+            p.parent.mkdir(parents=True, exist_ok=True)
+            Image.new(mode, (8, 8)).save(p)
+        pairs.append((img, mask))
+    swapped = []
+    ckpt = str(click_run.best_checkpoint)
+    config = LearnConfig(every=3, min_heldout=3, min_train=2)
+    learner = Learner(folder, ckpt, config, lambda: pairs, swapped.append)
+    fake_runs(learner, ckpt, {"old": 0.80, "new": 0.79})
+    assert learner.next_at() == 5 and learner.accepted()  # 6 accepted >= 3 held out + 2 to train on
+    learner.job.join()
+    last = learner.state["history"][-1]
+    assert last["outcome"] == "rejected (worse on the held-out masks)" and (last["score_old"], last["score_new"]) == (
+        0.8,
+        0.79,
+    )
+    assert last["heldout"] == 3 and last["trained_on"] == 3 and not swapped and learner.state["version"] == 1
+    assert not learner.accepted()  # the next retrain waits for `every` more masks
+    pairs += pairs[:3]
+    fake_runs(learner, ckpt, {"old": 0.80, "new": 0.80})  # as good: served
+    assert learner.accepted()
+    learner.job.join()
+    model = folder / ".unetkit" / "models" / "v2.safetensors"
+    assert learner.state["history"][-1]["outcome"] == "accepted"
+    assert swapped == [str(model)] and model.is_file()
+    state = json.loads((folder / ".unetkit" / "state.json").read_text())
+    assert state["version"] == 2 and state["model"] == "models/v2.safetensors" and len(state["history"]) == 2
+    assert load_state(folder, ckpt)["version"] == 2 and model_path(folder, state) == str(model)
+    assert Segmenter.load(model, "cpu", "fp32").meta.interactive  # a click model, loaded weights-only
+
+
+def test_accepted_masks_retrain_and_swap_the_served_model(click_run, learn_dir, tmp_path):
+    folder = tmp_path / "todo"
+    (folder / "images").mkdir(parents=True)
+    sources = sorted((learn_dir / "test" / "images").iterdir())[:6]
+    for p in sources:
+        shutil.copy(p, folder / "images" / p.name)
+    truth = {p.name: np.asarray(Image.open(learn_dir / "test" / "masks" / f"{p.stem}.png")) for p in sources}
+    ckpt = str(click_run.best_checkpoint)
+    seg = Segmenter.load(ckpt, "cpu", "fp32")
+    config = LearnConfig(every=2, minutes=0.05, threads=1, nice=0, min_heldout=1, min_train=1, clicks=2)
+    app = create_app(seg, add_ons=[annotate_routes(scan(folder, seg, progress=False), LearnSpec(folder, ckpt, config))])
+    client = TestClient(app)
+    learner = app.state.learner
+
+    def accept(i: int) -> dict:
+        item = client.get(f"/v1/annotate/items/{i}").json()
+        r = client.post(f"/v1/annotate/items/{i}/mask", data={"name": item["name"]},
+                        files={"mask": ("m.png", png(truth[item["name"]]))})  # fmt: skip
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    assert client.get("/v1/annotate/learning").json()["version"] == 1
+    assert accept(0)["retrain_started"] is False  # 1 of 2
+    assert accept(1)["retrain_started"] is True
+    status = wait(client)
+    last = status["last"]
+    assert last["outcome"] in ("accepted", "rejected (worse on the held-out masks)"), last
+    assert last["heldout"] == 1 and last["trained_on"] == 1 and 0 <= last["score_old"] <= 1
+    if last["outcome"] == "accepted":  # a candidate at least as good: served, with its card
+        assert status["version"] == 2 and last["score_new"] >= last["score_old"]
+        assert app.state.served.seg is not seg and not torch.equal(weights(app.state.served.seg), weights(seg))
+        assert json.loads((folder / ".unetkit" / "models" / "v2.card.json").read_text())["version"] == 2
+    state = json.loads((folder / ".unetkit" / "state.json").read_text())
+    assert state["version"] == status["version"] and state["history"][-1]["outcome"] == last["outcome"]
+
+    served, version = app.state.served.seg, status["version"]
+    learner.config = LearnConfig(**{**config.__dict__, "minutes": 2.0})
+    accept(2)
+    assert accept(3)["retrain_started"] is True
+    t0 = time.time()
+    while learner.process is None or learner.process.poll() is not None or "train" not in learner.process.args:
+        assert time.time() - t0 < 30
+        time.sleep(0.05)
+    learner.process.kill()  # killed mid-training
+    status = wait(client)
+    assert status["last"]["outcome"] == "failed" and status["version"] == version
+    assert app.state.served.seg is served
+    # A restart resumes with the latest accepted model, as recorded.
+    again = load_state(folder, ckpt)
+    assert again["version"] == version and len(again["history"]) == 2
+    assert Segmenter.load(model_path(folder, again), "cpu", "fp32").meta.interactive
+    r = client.post("/v1/annotate/items/0/mask", data={"name": "not-this.png", "overwrite": "true"},
+                    files={"mask": ("m.png", png(truth[sources[0].name]))})  # fmt: skip
+    assert r.status_code == 409 and "reopen" in r.json()["error"]
