@@ -1,6 +1,8 @@
 """A simulated annotator on `unetkit annotate` (issue 22, item 4): the benchmark starts the labelling
 server as a user does and drives its HTTP API as a person would. For each image in the order the page
-gives (after each accept: the next unlabelled image of the current order), RITM's clicker clicks on the
+gives (after each accept: the next unlabelled image of the current order; while a retrain runs it goes on
+labelling, but at most --every images past the retrain's start before waiting for it, as a person clicking
+every 1-2 s would), RITM's clicker clicks on the
 current errors (POST /v1/interactive, by image id, with the previous map) until IoU >= 0.90 or 20 clicks,
 then accepts the mask those clicks produced (the ground truth stands only for the person's eye).
 Learning on (`--learn`, retrains every --every masks, --minutes each) against off, same order, same
@@ -113,6 +115,9 @@ def label_one(client: Client, index: int, gt_dir: Path, max_clicks: int = 20) ->
     from unetkit.api import click_iou, next_click
 
     item = client.get(f"/v1/annotate/items/{index}")
+    if item["has_mask"] and item["next_unlabelled"] is not None:  # a retrain re-ranked the list meanwhile
+        index = item["next_unlabelled"]
+        item = client.get(f"/v1/annotate/items/{index}")
     gt = np.asarray(Image.open(gt_dir / (Path(item["name"]).stem + ".png"))) > 0
     learning = client.get("/v1/annotate/learning")
     t0 = time.perf_counter()
@@ -157,8 +162,9 @@ def simulate(domain: str, n: int, learn: bool, every: int, minutes: float, model
     client, rows = Client(f"http://127.0.0.1:{port}"), []
     try:
         wait_for(client, proc)
-        index = 0
+        index, ahead = 0, 0
         for k in range(len(list(gt.iterdir()))):
+            ahead = pace(client, ahead, every) if learn else 0
             row = label_one(client, index, gt)
             rows.append({"domain": domain, "learn": learn, "k": k, **row})
             print(json.dumps(rows[-1]), flush=True)
@@ -173,6 +179,18 @@ def simulate(domain: str, n: int, learn: bool, every: int, minutes: float, model
         proc.wait(30)
     return [*rows, {"domain": domain, "learn": learn, "retrains": history, "every": every, "minutes": minutes,
                     "model": model, "machine": machine()["cpu"], "date": time.strftime("%Y-%m-%d %H:%M")}]  # fmt: skip
+
+
+def pace(client: Client, ahead: int, every: int) -> int:
+    """A person labels slower than this loop: it keeps clicking while a retrain runs (so the time per
+    click during retrains is measured) but goes at most `every` images past a retrain's start before
+    waiting for it, as a person at ~1-2 s per click would; returns the images labelled since then."""
+    running = client.get("/v1/annotate/learning")["running"]
+    if not running:
+        return 0
+    while ahead >= every and client.get("/v1/annotate/learning")["running"]:
+        time.sleep(1)
+    return ahead + 1
 
 
 def free_port() -> int:
@@ -243,7 +261,8 @@ def plot(rows: list[dict]) -> None:
                     label=f"learning {'on' if learn else 'off'}",
                 )
         ax.set(title=domain, xlabel="images labelled", ylabel="clicks per image (mean of 10)")
-        ax.legend()
+        if ax.get_lines():
+            ax.legend()
     fig.tight_layout()
     fig.savefig(PLOT, dpi=90)
 

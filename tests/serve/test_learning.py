@@ -157,4 +157,4 @@ def test_accepted_masks_retrain_and_swap_the_served_model(click_run, learn_dir, 
     assert Segmenter.load(model_path(folder, again), "cpu", "fp32").meta.interactive
     r = client.post("/v1/annotate/items/0/mask", data={"name": "not-this.png", "overwrite": "true"},
                     files={"mask": ("m.png", png(truth[sources[0].name]))})  # fmt: skip
-    assert r.status_code == 409 and "reopen" in r.json()["error"]
+    assert r.status_code == 404 and "no image named" in r.json()["error"]

@@ -135,7 +135,8 @@ def accepted_pairs(items: list[Item], flags: Flags) -> list[tuple[Path, Path]]:
 
 def swap_model(app, items: list[Item], learn: LearnSpec, path: str) -> None:
     """Serve the model at `path` from now on, then re-rank the unlabelled images with it (in place, so
-    the routes see the new order; a mask is always sent with its image's name, so none lands on another)."""
+    the routes see the new order; a mask is sent with its image's name and lands on that image wherever
+    the re-rank put it)."""
     seg = load(path, learn.engine, learn.device, "auto", log=lambda m: None)
     app.state.served.seg = seg
     ranked = [Item(it.image, it.mask, 1.0 if it.mask.exists() else confidence(seg, it.image)) for it in list(items)]
@@ -171,13 +172,19 @@ class Listing:
                 return j
         return None
 
-    def error(self, i: int, name: str = "") -> JSONResponse | None:
-        """404 for an index out of range; 409 when `name` is no longer at `i` (the list was re-ranked)."""
+    def error(self, i: int) -> JSONResponse | None:
+        """404 for an index out of range."""
         if not 0 <= i < len(self.items):
             return JSONResponse({"error": f"no image {i}: there are {len(self.items)}"}, 404)
-        if name and name != self.items[i].image.name:
-            return JSONResponse({"error": f"image {i} is now {self.items[i].image.name}, not {name}; reopen it"}, 409)
         return None
+
+    def locate(self, i: int, name: str) -> int | JSONResponse:
+        """The image's current index: `i`, or where `name` is now when a retrain re-ranked the list while
+        the page had it open (so the mask lands on the image it was drawn on); 404 when there is none."""
+        if name and not (0 <= i < len(self.items) and self.items[i].image.name == name):
+            found = [j for j, it in enumerate(self.items) if it.image.name == name]
+            return found[0] if found else JSONResponse({"error": f"no image named {name}"}, 404)
+        return self.error(i) or i
 
 
 def add_annotate_routes(app, listing: Listing, learner: Learner | None, num_classes: int) -> None:
@@ -201,8 +208,8 @@ def add_annotate_routes(app, listing: Listing, learner: Learner | None, num_clas
 
     @app.post("/v1/annotate/items/{index}/flag")
     def flag(index: int, flagged: Annotated[bool, Form()] = True, name: Annotated[str, Form()] = ""):
-        if (err := listing.error(index, name)) is not None:
-            return err
+        if isinstance(index := listing.locate(index, name), JSONResponse):
+            return index
         listing.flags.set(items[index].image.name, flagged)
         return listing.describe(index)
 
@@ -213,8 +220,8 @@ def add_annotate_routes(app, listing: Listing, learner: Learner | None, num_clas
         overwrite: Annotated[bool, Form()] = False,
         name: Annotated[str, Form()] = "",
     ):
-        if (err := listing.error(index, name)) is not None:
-            return err
+        if isinstance(index := listing.locate(index, name), JSONResponse):
+            return index
         it = items[index]
         with Image.open(it.image) as img:
             size = img.size
