@@ -26,7 +26,7 @@ from unetkit.data.imageio import IMAGE_EXTENSIONS
 from unetkit.deploy.engines import load
 from unetkit.errors import DataError
 from unetkit.serve.http import MAX_MASK_BYTES, UploadError, read_sized_png
-from unetkit.serve.learning import STATE_DIR, LearnConfig, Learner
+from unetkit.serve.learning import STATE_DIR, LearnConfig, Learner, write_json
 
 
 @dataclass
@@ -119,14 +119,7 @@ class Flags:
 
     def set(self, name: str, flagged: bool) -> None:
         (self.names.add if flagged else self.names.discard)(name)
-        write_json_list(self.path, sorted(self.names))
-
-
-def write_json_list(path: Path, values: list) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(values))
-    os.replace(tmp, path)
+        write_json(self.path, sorted(self.names))
 
 
 def accepted_pairs(items: list[Item], flags: Flags) -> list[tuple[Path, Path]]:

@@ -22,6 +22,7 @@ from csv import writer
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from unetkit.data.labels import write_atomic
 from unetkit.deploy.export import export_safetensors
 from unetkit.infer.checkpoint import load_model
 
@@ -47,12 +48,9 @@ def heldout(stems: list[str], share: float, minimum: int) -> set[str]:
     return set(ranked[: max(minimum, round(share * len(stems)))])
 
 
-def write_json(path: Path, data: dict) -> None:
+def write_json(path: Path, data) -> None:
     """Atomic: a reader (or a restart) sees the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=1))
 
 
 def load_state(folder: Path, initial_model: str) -> dict:
