@@ -1,4 +1,5 @@
-"""Training throughput: unetkit's defaults vs a plain fp32 NCHW eager reference of the same network.
+"""Training throughput: unetkit's defaults vs a plain fp32 NCHW eager reference of the same network
+and, where the CPU has bf16, vs plain bf16 autocast on NCHW (what milesial/Pytorch-UNet's --amp does).
 
 Prints and records images/s, the speed-up, achieved conv GFLOP/s as a fraction of the bf16 (and
 fp32) matmul ceilings measured in the same run, and peak memory. Each measurement runs in its own
@@ -18,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import conv_flops, header, matmul_gflops, peak_rss_mb, run_isolated, timeit, write_section  # noqa: E402
+from common import conv_flops, cpu_class, header, matmul_gflops, peak_rss_mb, run_isolated, timeit, write_section  # noqa: E402
 
 WIDTHS = {"seed (64-512)": (64, 128, 256, 512), "width 32 (32-256)": (32, 64, 128, 256)}
 
@@ -36,20 +37,22 @@ def single(args: dict) -> dict:
     images = torch.rand(batch * 2, 3, size, size, generator=g).half()
     masks = (torch.rand(batch * 2, size, size, generator=g) > 0.5).to(torch.uint8)
     dataset = list(zip(images, masks, strict=True))
-    if mode == "reference":
+    if mode in ("reference", "autocast"):
         model = UNet(widths=widths).to(device)
         opt = torch.optim.Adam(model.parameters(), lr=1e-4)
         x = images[:batch].float().to(device)
         y = masks[:batch].float().unsqueeze(1).to(device)
+        cast = torch.autocast(device.type, torch.bfloat16, enabled=mode == "autocast")
 
         def step():
-            loss = F.binary_cross_entropy_with_logits(model(x), y)
+            with cast:
+                loss = F.binary_cross_entropy_with_logits(model(x), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
             return loss
 
-        precision = "fp32 NCHW eager"
+        precision = "fp32 NCHW eager" if mode == "reference" else "bf16 autocast NCHW eager (milesial --amp)"
     else:
         config = resolve(
             overrides={
@@ -104,6 +107,11 @@ def share(value: float, ceiling: float | None) -> str:
     return "n/a" if ceiling is None else f"{value / ceiling:.0%}"
 
 
+def vs_autocast(r: dict, results: list) -> str:
+    plain = dict(results).get("plain autocast")
+    return "n/a" if plain is None else f"{r['images_per_s'] / plain['images_per_s']:.2f}x"
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--single")
@@ -120,6 +128,7 @@ def main() -> None:
         print(json.dumps(single(json.loads(a.single))))
         return
     device = torch.device(a.device)
+    section = a.section or (cpu_class() if device.type == "cpu" else torch.cuda.get_device_name(0))
     bf16, fp32 = ceilings(device)
     rows = []
     for name, widths in WIDTHS.items():
@@ -127,14 +136,18 @@ def main() -> None:
             base = {"size": size, "batch": a.batch, "widths": widths, "device": a.device, "steps": a.steps}
             print(f"measuring {name} at {size}px, batch {a.batch}: reference, then unetkit ...", flush=True)
             ref = run_isolated(__file__, {**base, "mode": "reference"})
+            results = [("reference", ref)]
+            if bf16 is not None:  # emulated bf16 (AVX2) is ~13x slower: no peer would run it there
+                results.append(("plain autocast", run_isolated(__file__, {**base, "mode": "autocast"})))
             ours = run_isolated(__file__, {**base, "mode": "ours"})
-            results = [("reference", ref), ("unetkit", ours)]
+            results.append(("unetkit", ours))
             if a.compile:
                 results.append(("unetkit --compile", run_isolated(__file__, {**base, "mode": "ours", "compile": True})))
             for label, r in results:
                 row = (
                     f"| {name} | {size} | {label}: {r['precision']} | {r['images_per_s']:.2f} | "
-                    f"{r['images_per_s'] / ref['images_per_s']:.2f}x | {r['conv_gflops']:.0f} | "
+                    f"{r['images_per_s'] / ref['images_per_s']:.2f}x | {vs_autocast(r, results)} | "
+                    f"{r['conv_gflops']:.0f} | "
                     f"{share(r['conv_gflops'], bf16)} | {share(r['conv_gflops'], fp32)} | {r['peak_mb']:.0f} |"
                 )
                 print(row, flush=True)
@@ -142,18 +155,19 @@ def main() -> None:
     command = "python benchmarks/bench_train.py " + " ".join(sys.argv[1:])
     mem = "peak GPU memory allocated" if device.type == "cuda" else "peak RSS of the process"
     md = [
-        f"## Training throughput ({a.device}{' ' + a.section if a.section else ''})",
+        f"## Training throughput ({a.device}, {section})",
         "",
         header(command),
         f"Matmul ceilings measured in this run: bf16 {fmt_ceiling(bf16)}, fp32 {fmt_ceiling(fp32)}. "
         f"Batch {a.batch}; median of {a.steps} steps after warm-up. Conv GFLOP/s counts 3x the forward "
         f"convolution FLOPs per image. Memory: {mem}.",
         "",
-        "| network | px | run | img/s | vs reference | conv GFLOP/s | of bf16 ceiling | of fp32 ceiling | peak MiB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| network | px | run | img/s | vs fp32 eager | vs plain autocast | conv GFLOP/s | of bf16 ceiling | "
+        "of fp32 ceiling | peak MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
         *rows,
     ]
-    write_section(f"train-{a.device}{a.section}", "\n".join(md))
+    write_section(f"train-{a.device}-{section}", "\n".join(md))
 
 
 if __name__ == "__main__":

@@ -45,6 +45,12 @@ def machine() -> dict:
     return info
 
 
+def cpu_class() -> str:
+    """amx | avx512-bf16 | no-bf16: RESULTS sections keep one table per class of CPU."""
+    flags = cpu_flags()
+    return "amx" if "amx_bf16" in flags else "avx512-bf16" if "avx512_bf16" in flags else "no-bf16"
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -10,6 +10,8 @@ from unetkit.deploy.engines import OnnxRuntimeEngine, OpenVinoEngine
 from unetkit.deploy.engines import installed as installed_engines
 from unetkit.deploy.engines import load as load_segmenter
 from unetkit.deploy.export import export_onnx, export_safetensors
+from unetkit.deploy.int8 import Int8Report
+from unetkit.deploy.int8 import quantize as quantize_int8
 from unetkit.infer import evaluation
 from unetkit.infer.builtin import available as builtin_models
 from unetkit.infer.checkpoint import ModelMeta, load_model
@@ -56,6 +58,8 @@ __all__ = [
     "fingerprint",
     "fit",
     "installed_engines",
+    "Int8Report",
+    "quantize_int8",
     "load_batch",
     "load_model",
     "load_segmenter",

@@ -65,7 +65,7 @@ def test_cli_engine_flag(trained_run, learn_dir, tmp_path, cache, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary["engine"] == "onnxruntime" and summary["classes"][1]["dice"] > 0.8
     assert main([*args, "--engine", "tensorrt"]) == 2
-    assert "engine: use torch|onnxruntime|openvino|auto" in capsys.readouterr().err
+    assert "engine: use torch|onnxruntime|openvino|onnxruntime-int8|openvino-int8|auto" in capsys.readouterr().err
 
 
 def test_a_shipped_model_reaches_an_engine_as_its_file(cache, monkeypatch):

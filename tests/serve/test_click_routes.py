@@ -91,7 +91,7 @@ def test_image_cache_is_bounded_and_least_recently_used_goes_first():
     assert cache.get(ids[1]) is None and cache.get(ids[0]) is not None and len(cache.items) == 3
     small = ImageCache(max_images=10, max_bytes=100)
     for i in range(5):
-        small.put(bytes([i]), np.zeros(10, np.float32))  # 40 bytes each: two fit
+        small.put(bytes([i]), np.zeros((1, 10, 1), np.float32))  # 40 bytes each: two fit
     assert len(small.items) == 2
 
 

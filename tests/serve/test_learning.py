@@ -4,7 +4,11 @@ is not, a killed retrain changes nothing, and a restart resumes with the model l
 
 import io
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -158,3 +162,40 @@ def test_accepted_masks_retrain_and_swap_the_served_model(click_run, learn_dir, 
     r = client.post("/v1/annotate/items/0/mask", data={"name": "not-this.png", "overwrite": "true"},
                     files={"mask": ("m.png", png(truth[sources[0].name]))})  # fmt: skip
     assert r.status_code == 404 and "no image named" in r.json()["error"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_retrain_child_dies_with_the_server(tmp_path):
+    """uvicorn re-raises SIGTERM after its shutdown, so atexit never ran and a killed server left its
+    retrain training on: the child now dies with its parent, however the parent dies."""
+    pid_file = tmp_path / "child.pid"
+    parent = (
+        "import subprocess, sys, time\n"
+        "from unetkit.serve.learning import child_setup\n"
+        "p = subprocess.Popen(['sleep', '60'], preexec_fn=child_setup(5))\n"
+        f"open({str(pid_file)!r}, 'w').write(str(p.pid))\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", parent])
+    for _ in range(200):
+        if pid_file.is_file() and pid_file.read_text():
+            break
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    assert os.getpriority(os.PRIO_PROCESS, child) >= 5  # niced
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    for _ in range(100):
+        if not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]:
+            break
+        time.sleep(0.05)
+    state = Path(f"/proc/{child}/stat").read_text().split()[2] if Path(f"/proc/{child}").exists() else "gone"
+    assert state in ("gone", "Z"), state
+
+
+def test_the_training_limit_keeps_the_whole_retrain_inside_its_bound():
+    from unetkit.serve.learning import STARTUP_S, train_limit
+
+    assert train_limit(180, 20) == 180 - STARTUP_S - 40  # two scorings like the one measured, and the start
+    assert train_limit(180, 200) == 45  # never below a quarter of the bound
+    assert train_limit(3, 0.5) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from unetkit.deploy.engines import export_int8
 from unetkit.deploy.export import export
 from unetkit.deploy.triton import TritonOptions, write_repository
 
@@ -14,7 +15,13 @@ HELP = "export a checkpoint to ONNX, safetensors or a Triton model repository, v
 def add_parser(sub) -> None:
     p = sub.add_parser("export", help=HELP, description=HELP)
     p.add_argument("checkpoint", help="checkpoint file (.pt) written by unetkit train, or builtin:NAME")
-    p.add_argument("--format", required=True, choices=["onnx", "safetensors", "triton"], help="what to write")
+    p.add_argument(
+        "--format",
+        required=True,
+        choices=["onnx", "onnx-int8", "safetensors", "triton"],
+        help="what to write; onnx-int8: the raw graph quantized, calibrated on the run's training images and "
+        "refused if its validation metric drops by more than 0.005 (report in OUT.json)",
+    )
     p.add_argument(
         "--out", required=True, help="output file (.onnx, .safetensors) or, for triton, the repository folder"
     )
@@ -43,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
         opts = TritonOptions(args.name, args.triton_kind, args.instances, args.max_batch_size, args.queue_delay_us)
         print(f"exporting {args.checkpoint} -> Triton model repository {args.out}")
         write_repository(args.checkpoint, args.out, opts, images)
+        return 0
+    if args.format == "onnx-int8":
+        print(f"exporting {args.checkpoint} -> {args.out} (int8 raw graph)")
+        export_int8(args.checkpoint, args.out)
         return 0
     kind = f"{args.format}, {args.variant}" if args.format == "onnx" else args.format
     print(f"exporting {args.checkpoint} -> {args.out} ({kind})")

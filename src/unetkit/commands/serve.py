@@ -18,7 +18,11 @@ def add_parser(sub) -> None:
     p.add_argument("checkpoint", help="checkpoint (.pt), .safetensors export, or builtin:NAME (unetkit models)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
-    p.add_argument("--engine", default="torch", help="torch | onnxruntime | openvino | auto (default: torch)")
+    p.add_argument(
+        "--engine",
+        default="torch",
+        help="torch | onnxruntime | openvino | onnxruntime-int8 | openvino-int8 | auto (default: torch)",
+    )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
     p.add_argument(
         "--workers",

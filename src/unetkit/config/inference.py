@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from unetkit.config.schema import check_runtime, opt, require
 
 EVAL_SPLITS = ("auto", "train", "val", "test", "all")
-ENGINES = ("torch", "onnxruntime", "openvino", "auto")
+ENGINES = ("torch", "onnxruntime", "openvino", "onnxruntime-int8", "openvino-int8", "auto")
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,11 @@ class InferenceOptions:
     fill_holes: bool = opt(False, "fill holes inside each class's regions")
     device: str = opt("auto", "auto | cpu | cuda | cuda:N")
     precision: str = opt("auto", "auto | fp32 | bf16 | fp16")
-    engine: str = opt("torch", "torch | onnxruntime | openvino | auto (the fastest installed, measured once)")
+    engine: str = opt(
+        "torch",
+        "torch | onnxruntime | openvino | onnxruntime-int8 | openvino-int8 (quantized, refused if its val "
+        "metric drops > 0.005) | auto (the fastest installed, measured once)",
+    )
 
     def __post_init__(self) -> None:
         require(self.engine in ENGINES, "engine", "use " + "|".join(ENGINES))

@@ -4,7 +4,9 @@ path (inference.predict_logits). An engine is a callable (N, C, H, W) float -> (
 `load(path, engine) -> Segmenter` is how every command gets a model to run.
 
 ONNX engines use the raw graph (graphs.py), written once per checkpoint into a cache folder
-(`~/.cache/unetkit/engines`, or $UNETKIT_CACHE) and verified there like `unetkit export` does."""
+(`~/.cache/unetkit/engines`, or $UNETKIT_CACHE) and verified there like `unetkit export` does. The
+int8 engines run that graph quantized (int8.py), built once per checkpoint beside it and refused when
+its validation metric falls by more than int8.MAX_DROP; `auto` considers them only once one passed."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import functools
 import hashlib
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -21,15 +24,17 @@ import numpy as np
 import torch
 
 from unetkit.deploy.export import export_onnx, verify_onnx
+from unetkit.deploy.int8 import Int8Report, build_int8
 from unetkit.deploy.parity import sample_images
 from unetkit.errors import ConfigError
 from unetkit.infer import builtin
-from unetkit.infer.checkpoint import ModelMeta
+from unetkit.infer.checkpoint import ModelMeta, load_model
 from unetkit.infer.inference import run_model
 from unetkit.infer.predict import Segmenter
 from unetkit.runtime import cpu_has_fast_bf16, setup
 
-ENGINES = ("torch", "onnxruntime", "openvino")
+RUNTIMES = ("onnxruntime", "openvino")
+ENGINES = ("torch", *RUNTIMES, *(f"{r}-int8" for r in RUNTIMES))
 
 
 class OnnxRuntimeEngine:
@@ -38,6 +43,7 @@ class OnnxRuntimeEngine:
     def __init__(self, onnx_path: Path, threads: int) -> None:
         import onnxruntime as ort
 
+        self.precision = "int8" if ".int8." in Path(onnx_path).name else "fp32"
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
@@ -62,7 +68,7 @@ class OpenVinoEngine:
         hint = "bf16" if cpu_has_fast_bf16() else "f32"
         config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads}
         self.model = core.compile_model(core.read_model(str(onnx_path)), "CPU", config)
-        self.precision = hint
+        self.precision = "int8" if ".int8." in Path(onnx_path).name else hint
 
     def eval(self):
         return self
@@ -107,32 +113,57 @@ def onnx_for(checkpoint: Path, model, meta: ModelMeta, log=print) -> Path:
     return path
 
 
+def int8_for(checkpoint: Path, model, meta: ModelMeta, log=print) -> Path:
+    """The checkpoint's int8 graph, built (calibrated, scored) once into the cache; a graph whose
+    score fell by more than int8.MAX_DROP is refused with the numbers, here and on every later call."""
+    fp32 = onnx_for(checkpoint, model, meta, log)
+    path = fp32.with_suffix(".int8.onnx")
+    report = Int8Report.read(path.with_suffix(".json"))
+    if report is None or not path.is_file():
+        threads = torch.get_num_threads()
+        report = build_int8(model, meta, fp32, path, lambda p: OnnxRuntimeEngine(p, threads), log)
+    if not report.passed:
+        raise ConfigError(f"engine: {checkpoint}: {report}; use an fp32 engine (--engine openvino or onnxruntime)")
+    return path
+
+
+def int8_passed(checkpoint: str | Path) -> bool:
+    """Whether this checkpoint's int8 graph was built and passed (what `auto` asks before trying it)."""
+    checkpoint = builtin.get(str(checkpoint)).path if builtin.is_ref(checkpoint) else Path(checkpoint)
+    report = Int8Report.read(cache_dir() / f"{checkpoint_digest(checkpoint)}.int8.json")
+    return report is not None and report.passed
+
+
 def make_engine(name: str, checkpoint: Path, model, meta: ModelMeta, device: torch.device, log=print):
     """The callable that computes logits: the model itself for torch, else an ONNX runtime."""
     if name == "torch":
         return model
     if device.type != "cpu":
         raise ConfigError(f"engine: {name} runs on the CPU here; use --engine torch with --device {device}")
-    module = {"onnxruntime": "onnxruntime", "openvino": "openvino"}[name]
+    runtime = name.removesuffix("-int8")
     try:
-        __import__(module)
+        __import__(runtime)
     except ImportError:
         raise ConfigError(
-            f"engine: {name} is not installed; pip install 'unetkit[engines]' or use --engine torch"
+            f"engine: {runtime} is not installed; pip install 'unetkit[engines]' or use --engine torch"
         ) from None
-    path = onnx_for(checkpoint, model, meta, log)
+    path = int8_for(checkpoint, model, meta, log) if name.endswith("-int8") else onnx_for(checkpoint, model, meta, log)
     threads = torch.get_num_threads()
-    return OnnxRuntimeEngine(path, threads) if name == "onnxruntime" else OpenVinoEngine(path, threads)
+    return OnnxRuntimeEngine(path, threads) if runtime == "onnxruntime" else OpenVinoEngine(path, threads)
 
 
-def installed() -> list[str]:
+def installed(checkpoint: str | Path | None = None) -> list[str]:
+    """torch and the ONNX runtimes that import; with a checkpoint, also their int8 engines once its
+    int8 graph passed."""
     out = ["torch"]
-    for name in ("onnxruntime", "openvino"):
+    for name in RUNTIMES:
         try:
             __import__(name)
             out.append(name)
         except ImportError:
             pass
+    if checkpoint is not None and int8_passed(checkpoint):
+        out += [f"{name}-int8" for name in out[1:]]
     return out
 
 
@@ -145,13 +176,14 @@ def choose(checkpoint: Path, model, meta: ModelMeta, rt, log=print):
     key = f"{digest}-{os.uname().machine}-{torch.get_num_threads()}t-{rt.precision}"
     memo = cache_dir() / "choices.json"
     choices = json.loads(memo.read_text()) if memo.is_file() else {}
-    if key in choices and choices[key]["engine"] in installed():
+    names = installed(checkpoint)
+    if key in choices and set(choices[key]["ms"]) == set(names):  # measured with these same candidates
         name = choices[key]["engine"]
         return make_engine(name, checkpoint, model, meta, rt.device, log), name
     h, w = meta.size
     x = torch.randn(1, model.config.in_channels, h, w)  # click models: image + click channels
     timings, engines = {}, {}
-    for name in installed():
+    for name in names:
         engine = make_engine(name, checkpoint, model, meta, rt.device, log)
         with torch.no_grad():
             run_model(engine, x, rt)  # warm-up
@@ -168,7 +200,10 @@ def choose(checkpoint: Path, model, meta: ModelMeta, rt, log=print):
 
 def load(path: str | Path, engine: str = "torch", device: str = "auto", precision: str = "auto", log=None) -> Segmenter:
     """A checkpoint (or builtin:NAME, or a .safetensors export) ready to run in `engine`: torch,
-    onnxruntime, openvino, or auto (the fastest installed, measured once per checkpoint and machine)."""
+    onnxruntime, openvino, their -int8 forms, or auto (the fastest installed, measured once per
+    checkpoint and machine, and again once an int8 graph passed)."""
+    if engine not in (*ENGINES, "auto"):
+        raise ConfigError(f"engine: unknown engine {engine!r}; use " + " | ".join((*ENGINES, "auto")))
     seg = Segmenter.load(path, device, precision)
     if engine == "torch":
         return seg
@@ -180,5 +215,19 @@ def load(path: str | Path, engine: str = "torch", device: str = "auto", precisio
         runner = make_engine(engine, file, seg.model, seg.meta, seg.rt.device, log)
     if engine == "torch":  # auto chose PyTorch
         return seg
-    runner.precision = getattr(runner, "precision", "fp32")  # the ONNX runtimes compute in their own precision
     return Segmenter(runner, seg.meta, dataclasses.replace(seg.rt, precision="fp32", channels_last=False), engine)
+
+
+def export_int8(checkpoint: str | Path, out: str | Path, log=print) -> Path:
+    """`unetkit export --format onnx-int8`: the checkpoint's int8 raw graph (built and scored as
+    --engine *-int8 builds it, so the engines reuse it) copied to `out`, its report to OUT.json; a
+    graph refused by its score exits with the numbers and writes nothing."""
+    model, meta = load_model(checkpoint)
+    file = builtin.get(str(checkpoint)).path if builtin.is_ref(checkpoint) else Path(checkpoint)
+    path = int8_for(file, model, meta, log)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, out)
+    shutil.copyfile(path.with_suffix(".json"), out.with_suffix(".json"))
+    log(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB) and its report {out.with_suffix('.json')}")
+    return out

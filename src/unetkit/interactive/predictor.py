@@ -33,6 +33,7 @@ class ClickPredictor:
         self.radius = float(seg.meta.clicks.get("radius", RADIUS))
         self.threshold = seg.meta.click_threshold
         self.view_size = seg.meta.click_view_size if view_size is None else view_size
+        self._view: tuple | None = None  # (image, box, size, normalised view): the last one, reused per click
 
     def net_size(self, box: tuple[int, int, int, int], whole: bool) -> tuple[int, int]:
         """Resize-mode models see any box at their training size. Crop-mode models are fully
@@ -55,7 +56,7 @@ class ClickPredictor:
         box = box or (0, 0, h, w)
         y0, x0, y1, x1 = box
         view = View(box, self.net_size(box, box == (0, 0, h, w)))
-        x = normalize(resize_image(image[:, y0:y1, x0:x1].float(), view.size)[None], seg.meta.mean, seg.meta.std)
+        x = self.normalized_view(image, box, view.size)
         maps = click_maps(clicks, view, self.radius)[None]
         p = torch.zeros(1, 1, *view.size)
         if prev is not None:
@@ -68,6 +69,17 @@ class ClickPredictor:
         out = np.zeros((h, w), np.float32)
         out[y0:y1, x0:x1] = decode(logits, True, self.threshold)[0][0, 0].cpu().numpy()
         return out
+
+    def normalized_view(self, image: torch.Tensor, box, size) -> torch.Tensor:
+        """The box of the image resized to the network's view and normalised: computed once per image,
+        box and size (every click on an image asks for the same one), ~15% of a click at 512 px."""
+        last = self._view
+        if last is not None and last[0] is image and last[1] == box and last[2] == size:
+            return last[3]
+        y0, x0, y1, x1 = box
+        x = normalize(resize_image(image[:, y0:y1, x0:x1].float(), size)[None], self.seg.meta.mean, self.seg.meta.std)
+        self._view = (image, box, size, x)
+        return x
 
     def session(self, image, zoom_in: bool = False) -> ClickSession:
         return ClickSession(self, self.seg.to_tensor(image), zoom_in)

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from unetkit import plots
 from unetkit.data.imageio import IMAGE_EXTENSIONS
 from unetkit.deploy.engines import load
-from unetkit.errors import DataError
+from unetkit.errors import ConfigError, DataError
 from unetkit.serve.http import MAX_MASK_BYTES, UploadError, read_sized_png
 from unetkit.serve.learning import STATE_DIR, LearnConfig, Learner, write_json
 
@@ -130,7 +130,12 @@ def swap_model(app, items: list[Item], learn: LearnSpec, path: str) -> None:
     """Serve the model at `path` from now on, then re-rank the unlabelled images with it (in place, so
     the routes see the new order; a mask is sent with its image's name and lands on that image wherever
     the re-rank put it)."""
-    seg = load(path, learn.engine, learn.device, "auto", log=lambda m: None)
+    try:
+        seg = load(path, learn.engine, learn.device, "auto", log=lambda m: None)
+    except ConfigError:  # an int8 graph of the new model that its own scoring refused: its fp32 runtime
+        if not learn.engine.endswith("-int8"):
+            raise
+        seg = load(path, learn.engine.removesuffix("-int8"), learn.device, "auto", log=lambda m: None)
     app.state.served.seg = seg
     ranked = [Item(it.image, it.mask, 1.0 if it.mask.exists() else confidence(seg, it.image)) for it in list(items)]
     items[:] = sorted(ranked, key=lambda it: (it.mask.exists(), it.confidence, it.image.name))

@@ -13,6 +13,7 @@ import atexit
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -68,6 +69,15 @@ def model_path(folder: Path, state: dict) -> str:
     return str(folder / STATE_DIR / state["model"]) if state["version"] > 1 else state["model"]
 
 
+STARTUP_S = 15  # a training child's start (imports, data check, model) before its time limit counts
+
+
+def train_limit(bound_s: float, scoring_s: float) -> int:
+    """Seconds of training that keep a retrain inside `bound_s`: the bound less the start-up and two
+    scorings as long as the one just measured (old model, then candidate); at least a quarter of it."""
+    return max(1, round(max(bound_s / 4, bound_s - STARTUP_S - 2 * scoring_s)))
+
+
 def score(summary: dict, clicks: int) -> float:
     return float(sum(summary["iou_at_clicks"][:clicks]) / clicks)
 
@@ -75,6 +85,24 @@ def score(summary: dict, clicks: int) -> float:
 def better_or_equal(new: float, old: float) -> bool:
     """The promotion rule: a candidate must score at least what the served model scores."""
     return new >= old
+
+
+def child_setup(nice: int) -> Callable[[], None]:
+    """What a retrain's child runs before exec: a lower priority and, on Linux, death with the server
+    (PR_SET_PDEATHSIG: uvicorn re-raises SIGTERM after shutdown, so atexit alone misses a kill)."""
+    prctl = None
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork: nothing imported after
+
+    def setup() -> None:
+        if nice:
+            os.nice(nice)
+        if prctl is not None:
+            prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+    return setup
 
 
 class Learner:
@@ -151,9 +179,10 @@ class Learner:
         env = {**os.environ, "OMP_NUM_THREADS": str(self.config.threads), "MKL_NUM_THREADS": str(self.config.threads)}
         nice = self.config.nice
         with log.open("a") as out:
-            lower = (lambda: os.nice(nice)) if nice else None
             cmd_line = [sys.executable, "-m", "unetkit", *cmd]
-            self.process = subprocess.Popen(cmd_line, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=lower)
+            self.process = subprocess.Popen(
+                cmd_line, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=child_setup(nice)
+            )
             try:
                 rc = self.process.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -161,6 +190,13 @@ class Learner:
                 raise RuntimeError(f"{cmd[0]} ran past {timeout:.0f} s and was stopped") from None
         if rc != 0:
             raise RuntimeError(f"unetkit {cmd[0]} exited with {rc} (see {log})")
+
+    def _score(self, checkpoint: str, csv: Path, out: Path, log: Path) -> float:
+        """The clicks-to-IoU protocol on the held-out masks (the csv's val rows), in a child process."""
+        clicks = str(self.config.clicks)
+        self._run(["evaluate", checkpoint, "--data", str(csv), "--split", "val", "--clicks", clicks, "--out", str(out)],
+                  log, 600)  # fmt: skip
+        return score(json.loads((out / "summary.json").read_text()), self.config.clicks)
 
     def _job(self, work: Path, version: int) -> dict:
         """Train a candidate from the current model, score both on the held-out masks, promote or not."""
@@ -173,27 +209,25 @@ class Learner:
             rows = [(img.resolve(), mask.resolve(), "val" if img.stem in held else "train") for img, mask in pairs]
             writer(f).writerows([("image", "mask", "split"), *rows])
         _, meta = load_model(self.current)
-        run, log = work / "run", work / "log.txt"
+        run, log, t0 = work / "run", work / "log.txt", time.time()
+        scores = {"old": self._score(self.current, csv, work / "eval-old", log)}
+        limit = train_limit(c.minutes * 60, time.time() - t0)  # the whole job, both scorings included, fits
         train = ["train", "--data", str(csv), "--interactive", "--init", self.current, "--out", str(run),
                  "--resize", meta.resize, "--size", ",".join(map(str, meta.size)), "--epochs", "1000",
-                 "--fill-time-limit", "--val-every", "1", "--time-limit", f"{int(c.minutes * 60)}s",
+                 "--fill-time-limit", "--val-every", "1", "--time-limit", f"{limit}s",
                  "--val-clicks", str(c.clicks), "--sample-every", "0", "--encoder-lr-scale", "0.1"]  # fmt: skip
         if meta.click_view_size:
             train += ["--view-size", str(meta.click_view_size)]
         self._run(train, log, c.minutes * 60 * 2 + 120)
         candidate = run / "checkpoints" / "best.pt"
-        scores = {}
-        for name, ckpt in (("old", self.current), ("new", str(candidate))):
-            out = work / f"eval-{name}"
-            cmd = ["evaluate", ckpt, "--data", str(csv), "--split", "val", "--clicks", str(c.clicks), "--out", str(out)]
-            self._run(cmd, log, 600)
-            scores[name] = score(json.loads((out / "summary.json").read_text()), c.clicks)
+        scores["new"] = self._score(str(candidate), csv, work / "eval-new", log)
         result = {
             "heldout": len(held),
             "trained_on": len(pairs) - len(held),
             "score_old": round(scores["old"], 4),
             "score_new": round(scores["new"], 4),
             "metric": f"mean IoU after 1..{c.clicks} clicks on the held-out masks",
+            "train_limit_s": limit,
         }
         if not self.promote(scores["new"], scores["old"]):
             return {**result, "outcome": "rejected (worse on the held-out masks)"}

@@ -1,0 +1,184 @@
+"""Time to a quality, the figure a user feels (issue 23, item 5): milesial/Pytorch-UNet's README recipe,
+written here as a reference loop, against `unetkit train --time-budget T`, on ISBI 2012 as RGB with the
+fixed split benchmarks/splits/isbi2012_em.csv (24 train, 6 test), both measured in the same run.
+
+The reference (as milesial's train.py and predict.py do it): the seed network with 2 output classes,
+images at half scale (bicubic; masks nearest), 10% of the training images held out for validation
+(random_split, seed 0), 5 epochs, batch 1, RMSprop lr 1e-5 momentum 0.999 weight decay 1e-8,
+cross-entropy + Dice on the softmax, gradient norm clipped at 1.0, validation Dice 5 times per epoch
+driving ReduceLROnPlateau (max, patience 5), fp32 NCHW. Test: the prediction at half scale upsampled
+(bilinear) to the mask's size, argmax; foreground IoU from one confusion matrix over the test images.
+
+unetkit: `unetkit train --data CSV --in-channels 3 --time-budget T` for each T (default: 1/10, 1/5 and
+1/3 of the reference's training time), then `unetkit evaluate --split test`. The row says how long
+each took in all (planning, training, evaluation) and its test foreground IoU.
+
+    python benchmarks/time_to_quality.py [--budgets 0.1,0.2,0.33] [--epochs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import header, machine, write_section  # noqa: E402
+
+HERE = Path(__file__).parent
+SPLIT = HERE / "splits" / "isbi2012_em.csv"
+ROWS = HERE / "time_to_quality.jsonl"
+
+
+def pairs(split: str) -> list[tuple[Path, Path]]:
+    with SPLIT.open() as f:
+        return [(SPLIT.parent / r["image"], SPLIT.parent / r["mask"]) for r in csv.DictReader(f) if r["split"] == split]
+
+
+def load(image: Path, mask: Path, scale: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """milesial's BasicDataset: RGB /255 at `scale` (bicubic), mask at `scale` (nearest) as 0/1."""
+    img, m = Image.open(image).convert("RGB"), Image.open(mask).convert("L")
+    size = (int(img.width * scale), int(img.height * scale))
+    x = np.asarray(img.resize(size, Image.BICUBIC), np.float32).transpose(2, 0, 1) / 255.0
+    y = (np.asarray(m.resize(size, Image.NEAREST)) > 127).astype(np.int64)
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """milesial's multiclass Dice loss: 1 - mean over classes of the batch Dice of softmax vs one-hot."""
+    probs = F.softmax(logits, 1).flatten(2)
+    onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).float().flatten(2)
+    inter = (probs * onehot).sum(-1)
+    dice = (2 * inter + eps) / (probs.sum(-1) + onehot.sum(-1) + eps)
+    return 1 - dice.mean()
+
+
+def val_dice(model, val) -> float:
+    model.eval()
+    scores = []
+    with torch.no_grad():
+        for x, y in val:
+            pred = model(x[None]).argmax(1)[0]
+            fg, t = pred == 1, y == 1
+            scores.append(1.0 if not t.any() and not fg.any() else float(2 * (fg & t).sum() / (fg.sum() + t.sum())))
+    model.train()
+    return float(np.mean(scores))
+
+
+def reference(epochs: int) -> tuple[torch.nn.Module, float]:
+    """Train with the README recipe; (model, seconds of training including its validation)."""
+    from unetkit import UNet
+
+    torch.manual_seed(0)
+    data = [load(i, m) for i, m in pairs("train")]
+    n_val = int(len(data) * 0.1)
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0)).tolist()
+    val, train = [data[i] for i in order[:n_val]], [data[i] for i in order[n_val:]]
+    model = UNet(3, 2, (64, 128, 256, 512))
+    opt = torch.optim.RMSprop(model.parameters(), lr=1e-5, weight_decay=1e-8, momentum=0.999, foreach=True)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, "max", patience=5)
+    every = max(1, len(train) // 5)
+    t0, step = time.perf_counter(), 0
+    for epoch in range(epochs):
+        model.train()
+        for i in torch.randperm(len(train), generator=torch.Generator().manual_seed(epoch)).tolist():
+            x, y = train[i]
+            logits = model(x[None])
+            loss = F.cross_entropy(logits, y[None]) + dice_loss(logits, y[None])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            step += 1
+            if step % every == 0:
+                plateau.step(val_dice(model, val))
+        print(f"reference: epoch {epoch + 1}/{epochs} done at {time.perf_counter() - t0:.0f} s", flush=True)
+    return model, time.perf_counter() - t0
+
+
+def reference_test_iou(model) -> float:
+    """milesial's predict.py on each test image (half scale in, logits upsampled, argmax): fg IoU."""
+    model.eval()
+    inter = union = 0
+    with torch.no_grad():
+        for image, mask in pairs("test"):
+            x, _ = load(image, mask)
+            full = np.asarray(Image.open(mask).convert("L")) > 127
+            logits = F.interpolate(model(x[None]), size=full.shape, mode="bilinear", align_corners=False)
+            pred = logits.argmax(1)[0].numpy() == 1
+            inter, union = inter + int((pred & full).sum()), union + int((pred | full).sum())
+    return inter / union
+
+
+def unetkit_run(budget_s: float, work: Path) -> dict:
+    """`unetkit train --time-budget` then `unetkit evaluate --split test`: seconds and test fg IoU."""
+    out = work / f"unetkit-{budget_s:.0f}s"
+    t0 = time.perf_counter()
+    train = [sys.executable, "-m", "unetkit", "train", "--data", str(SPLIT), "--in-channels", "3",
+             "--time-budget", f"{budget_s:.0f}s", "--out", str(out), "--sample-every", "0"]  # fmt: skip
+    subprocess.run(train, check=True, stdout=subprocess.DEVNULL)
+    trained = time.perf_counter() - t0
+    evaluate = [sys.executable, "-m", "unetkit", "evaluate", str(out / "checkpoints" / "best.pt"), "--data", str(SPLIT),
+                "--split", "test", "--json"]  # fmt: skip
+    summary = json.loads(subprocess.run(evaluate, check=True, capture_output=True, text=True).stdout)
+    config = json.loads((out / "config.json").read_text())
+    return {"budget_s": budget_s, "train_seconds": round(trained, 1), "fg_iou": summary["classes"][1]["iou"],
+            "precision": config["runtime"]["precision"], "widths": config["model"]["widths"],
+            "size": config["data"]["size"]}  # fmt: skip
+
+
+def table(rows: list[dict], command: str) -> str:
+    ref = next(r for r in rows if r["run"] == "reference")
+    lines = [
+        "## Time to a quality: milesial's recipe vs `unetkit train --time-budget` (cpu, ISBI as RGB)",
+        "",
+        header(command),
+        __doc__.split("\n\n")[1].replace("\n", " "),
+        "",
+        "| run | training seconds | share of the reference's time | test fg IoU | reaches the reference? |",
+        "|---|---|---|---|---|",
+        f"| reference (5 epochs, batch 1, fp32) | {ref['train_seconds']:.0f} | 1 | {ref['fg_iou']:.3f} | - |",
+    ]
+    for r in (r for r in rows if r["run"] == "unetkit"):
+        share = r["train_seconds"] / ref["train_seconds"]
+        reach = "yes" if r["fg_iou"] >= ref["fg_iou"] else f"no ({r['fg_iou'] - ref['fg_iou']:+.3f})"
+        lines.append(
+            f"| unetkit --time-budget {r['budget_s']:.0f}s ({r['precision']}, widths {r['widths']}, {r['size']} px) "
+            f"| {r['train_seconds']:.0f} | 1/{1 / share:.1f} | {r['fg_iou']:.3f} | {reach} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--budgets", default="0.1,0.2,0.33", help="unetkit's budgets as shares of the reference's time")
+    ap.add_argument("--epochs", type=int, default=5)
+    args = ap.parse_args()
+    if not pairs("test")[0][0].is_file():
+        raise SystemExit(f"{pairs('test')[0][0]} not found: ISBI 2012 lives in ../shared/data beside the repo")
+    model, seconds = reference(args.epochs)
+    rows = [{"run": "reference", "train_seconds": round(seconds, 1), "fg_iou": reference_test_iou(model)}]
+    print(json.dumps(rows[-1]), flush=True)
+    with tempfile.TemporaryDirectory(prefix="ttq-") as tmp:
+        for share in (float(s) for s in args.budgets.split(",")):
+            rows.append({"run": "unetkit", **unetkit_run(share * seconds, Path(tmp))})
+            print(json.dumps(rows[-1]), flush=True)
+    stamp = {"machine": machine()["cpu"], "date": time.strftime("%Y-%m-%d %H:%M")}
+    with ROWS.open("a") as f:
+        f.writelines(json.dumps({**r, **stamp}) + "\n" for r in rows)
+    command = "python benchmarks/time_to_quality.py " + " ".join(sys.argv[1:])
+    write_section("time-to-quality", table(rows, command))
+
+
+if __name__ == "__main__":
+    main()

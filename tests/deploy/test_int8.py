@@ -1,0 +1,98 @@
+"""int8 engines: calibrated on the run's training images, scored against fp32 on its validation split,
+refused (with the numbers) when the score falls by more than int8.MAX_DROP."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from unetkit.deploy import engines, int8
+from unetkit.deploy.engines import load
+from unetkit.infer.predict import Segmenter
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def cache_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("int8cache")
+
+
+@pytest.fixture
+def cache(cache_root, monkeypatch):
+    monkeypatch.setenv("UNETKIT_CACHE", str(cache_root))
+    return cache_root / "engines"
+
+
+def test_report_gate_and_round_trip(tmp_path):
+    ok = int8.Int8Report("foreground IoU", 0.900, 0.896, 10, 16, "val", 1.0)
+    bad = int8.Int8Report("foreground IoU", 0.900, 0.894, 10, 16, "val", 1.0)
+    assert ok.passed and not bad.passed and bad.drop == pytest.approx(0.006)
+    assert "refused (limit 0.005)" in str(bad) and "0.8940 vs fp32 0.9000" in str(bad)
+    (tmp_path / "r.json").write_text(json.dumps(bad.to_dict()))
+    assert int8.Int8Report.read(tmp_path / "r.json") == bad
+    assert int8.Int8Report.read(tmp_path / "missing.json") is None
+
+
+def test_calibration_records_what_the_network_sees(trained_run):
+    seg = Segmenter.load(trained_run.best_checkpoint, "cpu", "fp32")
+    pairs = int8.run_pairs(seg.meta, "train")
+    inputs = int8.calibration_inputs(seg.model, seg.meta, pairs, n=3)
+    assert len(inputs) == 3 and all(x.shape[:2] == (1, 3) and x.dtype == np.float32 for x in inputs)
+    image = seg.to_tensor(pairs[0].image)  # normalised as predict normalises it
+    mean, std = (torch.tensor(v).view(3, 1, 1) for v in (seg.meta.mean, seg.meta.std))
+    h, w = image.shape[-2:]
+    np.testing.assert_allclose(inputs[0][0, :, :h, :w], ((image - mean) / std).numpy(), atol=1e-5)
+
+
+def test_int8_engine_scores_then_serves_and_auto_may_take_it(trained_run, learn_dir, cache):
+    ckpt = trained_run.best_checkpoint
+    logs = []
+    seg = load(ckpt, "onnxruntime-int8", "cpu", "auto", log=logs.append)
+    assert seg.engine == "onnxruntime-int8" and seg.model.precision == "int8"
+    report = json.loads(next(cache.glob("*.int8.json")).read_text())
+    assert report["passed"] and report["split"] == "val" and report["scored_on"] > 0
+    assert abs(report["fp32"] - report["int8"]) <= int8.MAX_DROP and report["fp32"] > 0.5
+    assert any(line.startswith("int8: int8 foreground IoU") for line in logs)
+    reference = Segmenter.load(ckpt, "cpu", "fp32")
+    path = sorted((learn_dir / "test" / "images").iterdir())[0]
+    assert (seg.predict(path) == reference.predict(path)).mean() > 0.97
+    assert "onnxruntime-int8" in engines.installed(ckpt)  # auto now times it too
+    logs.clear()
+    load(ckpt, "onnxruntime-int8", "cpu", "auto", log=logs.append)
+    assert not any("calibrating" in line for line in logs)  # built once
+
+
+def test_a_refused_graph_names_the_numbers(trained_run, monkeypatch, tmp_path):
+    monkeypatch.setenv("UNETKIT_CACHE", str(tmp_path))  # its own cache: the shared one holds a passed graph
+    ckpt = trained_run.best_checkpoint
+    real = int8.score
+    monkeypatch.setattr(int8, "score", lambda seg, pairs: (lambda m, v: (m, v - 0.02 * (seg.engine == "int8")))(
+        *real(seg, pairs)))  # fmt: skip
+    with pytest.raises(engines.ConfigError, match=r"refused \(limit 0.005\).*use an fp32 engine"):
+        load(ckpt, "onnxruntime-int8", "cpu", "auto", log=lambda m: None)
+    assert "onnxruntime-int8" not in engines.installed(ckpt)
+    with pytest.raises(engines.ConfigError, match="refused"):  # remembered, not rebuilt
+        load(ckpt, "onnxruntime-int8", "cpu", "auto", log=lambda m: None)
+
+
+def test_export_int8_cli(trained_run, cache, tmp_path, capsys):
+    from unetkit.cli import main
+
+    out = tmp_path / "model.int8.onnx"
+    assert main(["export", str(trained_run.best_checkpoint), "--format", "onnx-int8", "--out", str(out)]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["passed"] and out.stat().st_size > 0
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+
+
+def test_int8_needs_the_runs_data(trained_run, cache, monkeypatch):
+    monkeypatch.setattr(int8, "run_pairs", lambda meta, split: [])
+    ckpt = trained_run.best_checkpoint
+    model, meta = engines.load_model(ckpt)
+    with pytest.raises(engines.ConfigError, match="training and validation images"):
+        int8.build_int8(model, meta, cache / "x.onnx", cache / "x.int8.onnx", None)
