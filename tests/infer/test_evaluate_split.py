@@ -146,3 +146,26 @@ def test_older_checkpoint_without_a_recorded_split_uses_the_runs_splits_json(fla
         EvaluateConfig(checkpoint=str(old_run / "checkpoints" / "best.pt"), data=str(data)), False
     )
     assert summary["own_data"] and scored(old_run / "eval-test") == recorded(run)
+
+
+def test_recorded_split_false_scores_the_csvs_own_split_column(flat_run, tmp_path):
+    """What annotate's learning needs to score two models on the same held-out rows: the old model's
+    recorded split (of the same images) must not replace the rows the CSV marks."""
+    data, _ = flat_run
+    pairs = [f"{data}/images/p{i:02d}.png,{data}/masks/p{i:02d}.png" for i in range(20)]
+    (tmp_path / "first").mkdir()
+    (tmp_path / "first" / "list.csv").write_text("\n".join(["image,mask", *pairs]))  # absolute paths, as annotate's
+    run = tmp_path / "run"
+    fit(tiny_config(data={"csv": str(tmp_path / "first" / "list.csv"), "size": (24, 24)}, epochs=1, sample_every=0),
+        out=run)  # fmt: skip
+    rows = ["image,mask,split"] + [f"{p},{'val' if i < 3 else 'train'}" for i, p in enumerate(pairs)]
+    (tmp_path / "marked.csv").write_text("\n".join(rows))
+    ckpt = str(run / "checkpoints" / "best.pt")
+    own = evaluate_checkpoint(EvaluateConfig(checkpoint=ckpt, data=str(tmp_path / "marked.csv"), split="val",
+                                             out=str(tmp_path / "own")), progress=False)  # fmt: skip
+    assert own["own_data"] and scored(tmp_path / "own") == recorded(run, "val")  # the run's split, by default
+    given = EvaluateConfig(checkpoint=ckpt, data=str(tmp_path / "marked.csv"), split="val", recorded_split=False,
+                           out=str(tmp_path / "given"))  # fmt: skip
+    summary = evaluate_checkpoint(given, progress=False)
+    assert not summary["own_data"] and summary["num_images"] == 3
+    assert scored(tmp_path / "given") == {os.path.realpath(data / "images" / f"p{i:02d}.png") for i in range(3)}

@@ -39,6 +39,10 @@ class EvaluateConfig(InferenceOptions):
     data: str = opt("", "dataset folder or CSV file")
     split: str = opt("auto", "auto (the run's own test split on its data, else all) | train | val | test | all")
     out: str | None = opt(None, "report folder; none = RUN/eval-SPLIT beside the checkpoint's run")
+    recorded_split: bool = opt(
+        True,
+        "on the data the checkpoint trained on, its recorded split; false: the data's own split folders or CSV column",
+    )
     mask_threshold: int = opt(0, "binary soft-edged masks: values >= T are foreground; 0 = the model's own")
     batch_size: int = opt(4, "images per forward pass")
     worst: int = opt(6, "images in worst.png")

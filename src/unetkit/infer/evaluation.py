@@ -111,6 +111,8 @@ def eval_dataset(seg: Segmenter, config: EvaluateConfig, checkpoint_path: Path):
     trained = seg.meta.train_config.get("data", {})
     run_dir = checkpoint_path.resolve().parent.parent
     record, notes = run_split(seg.meta.split, run_dir, cfg, trained.get("root") or trained.get("csv"))
+    if not config.recorded_split:
+        record, notes = None, []
     choice: SplitChoice = load_split(cfg, config.split, record)
     choice.notes = notes + choice.notes
     if not choice.pairs:

@@ -43,10 +43,13 @@ class LearnConfig:
 
 
 def heldout(stems: list[str], share: float, minimum: int) -> set[str]:
-    """The accepted images held out for scoring: chosen by the hash of their name, so an image keeps
-    its side as more masks are accepted (the lowest hashes first, at least `minimum`)."""
-    ranked = sorted(stems, key=lambda s: hashlib.sha256(s.encode()).hexdigest())
-    return set(ranked[: max(minimum, round(share * len(stems)))])
+    """The accepted images held out for scoring: those whose name hashes below `share`, topped up to
+    `minimum` with the next lowest hashes. An image trained on never becomes held out later (that would
+    flatter the model trained on it); a top-up image may join training once enough others hash low."""
+    rank = {s: int(hashlib.sha256(s.encode()).hexdigest()[:12], 16) / 16**12 for s in stems}
+    chosen = {s for s in stems if rank[s] < share}
+    rest = sorted((s for s in stems if s not in chosen), key=rank.get)
+    return chosen | set(rest[: max(0, minimum - len(chosen))])
 
 
 def write_json(path: Path, data) -> None:
@@ -194,8 +197,9 @@ class Learner:
     def _score(self, checkpoint: str, csv: Path, out: Path, log: Path) -> float:
         """The clicks-to-IoU protocol on the held-out masks (the csv's val rows), in a child process."""
         clicks = str(self.config.clicks)
-        self._run(["evaluate", checkpoint, "--data", str(csv), "--split", "val", "--clicks", clicks, "--out", str(out)],
-                  log, 600)  # fmt: skip
+        # --recorded-split false: the csv's val rows, not the split the old model recorded for its own csv
+        self._run(["evaluate", checkpoint, "--data", str(csv), "--split", "val", "--recorded-split", "false",
+                   "--clicks", clicks, "--out", str(out)], log, 600)  # fmt: skip
         return score(json.loads((out / "summary.json").read_text()), self.config.clicks)
 
     def _job(self, work: Path, version: int) -> dict:
