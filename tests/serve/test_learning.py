@@ -58,15 +58,19 @@ def wait(client, timeout=180.0) -> dict:
     return s
 
 
-def fake_runs(learner, click_ckpt, scores: dict):
-    """Stand-ins for the retrain's child processes: `train` leaves a candidate best.pt, `evaluate`
-    a summary.json whose IoUs are scores["old"] for the served model and scores["new"] for the candidate."""
+def fake_runs(learner, click_ckpt, scores: dict, seen: list | None = None, late: bool = False):
+    """Stand-ins for the retrain's child processes: `train` leaves a candidate last.pt (and with `late`
+    is then stopped at its time bound), `evaluate` a summary.json whose IoUs are scores["old"] for the
+    served model and scores["new"] for the candidate. `seen` collects the command lines."""
 
     def run(cmd, log, timeout):
+        (seen if seen is not None else []).append(cmd)
         out = Path(cmd[cmd.index("--out") + 1])
         if cmd[0] == "train":
             (out / "checkpoints").mkdir(parents=True)
-            shutil.copy(click_ckpt, out / "checkpoints" / "best.pt")
+            shutil.copy(click_ckpt, out / "checkpoints" / "last.pt")
+            if late:
+                raise TimeoutError("train ran past its bound and was stopped")
         else:
             out.mkdir(parents=True)
             iou = scores["old" if cmd[1] == learner.current else "new"]
@@ -101,7 +105,8 @@ def test_the_candidate_is_served_only_if_it_scores_at_least_as_well(click_run, t
     assert last["heldout"] == 3 and last["trained_on"] == 3 and not swapped and learner.state["version"] == 1
     assert not learner.accepted()  # the next retrain waits for `every` more masks
     pairs += pairs[:3]
-    fake_runs(learner, ckpt, {"old": 0.80, "new": 0.80})  # as good: served
+    seen: list = []
+    fake_runs(learner, ckpt, {"old": 0.80, "new": 0.80}, seen, late=True)  # as good: served, though stopped late
     assert learner.accepted()
     learner.job.join()
     model = folder / ".unetkit" / "models" / "v2.safetensors"
@@ -111,6 +116,12 @@ def test_the_candidate_is_served_only_if_it_scores_at_least_as_well(click_run, t
     assert state["version"] == 2 and state["model"] == "models/v2.safetensors" and len(state["history"]) == 2
     assert load_state(folder, ckpt)["version"] == 2 and model_path(folder, state) == str(model)
     assert Segmenter.load(model, "cpu", "fp32").meta.interactive  # a click model, loaded weights-only
+    evaluate, train = seen[0], seen[1]
+    csv_rows = (Path(train[train.index("--data") + 1])).read_text().splitlines()[1:]
+    held = {r.split(",")[0] for r in csv_rows if r.endswith(",test")}
+    trained = {r.split(",")[0] for r in csv_rows if r.endswith(",train")}
+    assert len(held) == 3 and trained and not held & trained  # never trained on, not even as val
+    assert evaluate[evaluate.index("--split") + 1] == "test" and "--recorded-split" in evaluate
 
 
 def test_accepted_masks_retrain_and_swap_the_served_model(click_run, learn_dir, tmp_path):
