@@ -37,7 +37,10 @@ def test_held_out_images_are_stable_and_at_least_the_minimum():
         now = heldout(names[:n], 0.2, 3)
         assert not (now & trained) and len(now) >= 3
         trained |= set(names[:n]) - now
-    assert better_or_equal(0.8, 0.8) and not better_or_equal(0.79, 0.8)
+    old = {"noc90": 4.0, "iou": 0.85}
+    assert better_or_equal({"noc90": 4.0, "iou": 0.85}, old) and better_or_equal({"noc90": 3.5, "iou": 0.6}, old)
+    assert not better_or_equal({"noc90": 4.5, "iou": 0.99}, old)  # more clicks: never served
+    assert not better_or_equal({"noc90": 4.0, "iou": 0.84}, old)  # equal clicks, lower IoU
 
 
 def png(array: np.ndarray) -> bytes:
@@ -61,7 +64,8 @@ def wait(client, timeout=180.0) -> dict:
 def fake_runs(learner, click_ckpt, scores: dict, seen: list | None = None, late: bool = False):
     """Stand-ins for the retrain's child processes: `train` leaves a candidate last.pt (and with `late`
     is then stopped at its time bound), `evaluate` a summary.json whose IoUs are scores["old"] for the
-    served model and scores["new"] for the candidate. `seen` collects the command lines."""
+    served model and scores["new"] for the candidate (NoC@90: lower is better). `seen` collects the
+    command lines."""
 
     def run(cmd, log, timeout):
         (seen if seen is not None else []).append(cmd)
@@ -73,8 +77,8 @@ def fake_runs(learner, click_ckpt, scores: dict, seen: list | None = None, late:
                 raise TimeoutError("train ran past its bound and was stopped")
         else:
             out.mkdir(parents=True)
-            iou = scores["old" if cmd[1] == learner.current else "new"]
-            (out / "summary.json").write_text(json.dumps({"iou_at_clicks": [iou] * 5}))
+            noc = scores["old" if cmd[1] == learner.current else "new"]
+            (out / "summary.json").write_text(json.dumps({"noc90": noc, "iou_at_clicks": [0.8] * 10}))
 
     learner._run = run
 
@@ -94,19 +98,17 @@ def test_the_candidate_is_served_only_if_it_scores_at_least_as_well(click_run, t
     ckpt = str(click_run.best_checkpoint)
     config = LearnConfig(every=3, min_heldout=3, min_train=2)
     learner = Learner(folder, ckpt, config, lambda: pairs, swapped.append)
-    fake_runs(learner, ckpt, {"old": 0.80, "new": 0.79})
+    fake_runs(learner, ckpt, {"old": 4.0, "new": 4.5})
     assert learner.next_at() == 5 and learner.accepted()  # 6 accepted >= 3 held out + 2 to train on
     learner.job.join()
     last = learner.state["history"][-1]
-    assert last["outcome"] == "rejected (worse on the held-out masks)" and (last["score_old"], last["score_new"]) == (
-        0.8,
-        0.79,
-    )
+    assert last["outcome"] == "rejected (worse on the held-out masks)"
+    assert (last["score_old"], last["score_new"]) == (4.0, 4.5)
     assert last["heldout"] == 3 and last["trained_on"] == 3 and not swapped and learner.state["version"] == 1
     assert not learner.accepted()  # the next retrain waits for `every` more masks
     pairs += pairs[:3]
     seen: list = []
-    fake_runs(learner, ckpt, {"old": 0.80, "new": 0.80}, seen, late=True)  # as good: served, though stopped late
+    fake_runs(learner, ckpt, {"old": 4.0, "new": 4.0}, seen, late=True)  # as good: served, though stopped late
     assert learner.accepted()
     learner.job.join()
     model = folder / ".unetkit" / "models" / "v2.safetensors"
@@ -151,9 +153,9 @@ def test_accepted_masks_retrain_and_swap_the_served_model(click_run, learn_dir, 
     status = wait(client)
     last = status["last"]
     assert last["outcome"] in ("accepted", "rejected (worse on the held-out masks)"), last
-    assert last["heldout"] == 1 and last["trained_on"] == 1 and 0 <= last["score_old"] <= 1
+    assert last["heldout"] == 1 and last["trained_on"] == 1 and 1 <= last["score_old"] <= 2  # NoC@90 of 2 clicks
     if last["outcome"] == "accepted":  # a candidate at least as good: served, with its card
-        assert status["version"] == 2 and last["score_new"] >= last["score_old"]
+        assert status["version"] == 2 and last["score_new"] <= last["score_old"]
         assert app.state.served.seg is not seg and not torch.equal(weights(app.state.served.seg), weights(seg))
         assert json.loads((folder / ".unetkit" / "models" / "v2.card.json").read_text())["version"] == 2
     state = json.loads((folder / ".unetkit" / "state.json").read_text())
@@ -210,8 +212,8 @@ def test_a_retrain_child_dies_with_the_server(tmp_path):
 
 
 def test_the_training_limit_keeps_the_whole_retrain_inside_its_bound():
-    from unetkit.serve.learning import STARTUP_S, train_limit
+    from unetkit.serve.learning import PROMOTE_S, STARTUP_S, train_limit
 
-    assert train_limit(180, 20) == 180 - STARTUP_S - 40  # two scorings like the one measured, and the start
+    assert train_limit(180, 20) == 180 - STARTUP_S - PROMOTE_S - 40  # two scorings like the one measured, start
     assert train_limit(180, 200) == 45  # never below a quarter of the bound
     assert train_limit(3, 0.5) == 1
