@@ -44,6 +44,7 @@ from common import header, machine, write_section  # noqa: E402
 HERE = Path(__file__).parent
 SHARED = HERE.parent.parent / "shared" / "data"
 ROWS = HERE / "annotate_sim.jsonl"
+FIRST = HERE / "annotate_sim_first_recipe.jsonl"  # learning on with the first recipe (lr 1e-3, IoU@1..5 gate)
 PLOT = HERE / "annotate_sim.png"
 CAR = 8  # CamVid's class index of car (SOURCE.md)
 
@@ -222,44 +223,47 @@ def median(values: list[float]) -> str:
     return f"{np.median(values):.0f}" if values else "-"
 
 
-def summary(rows: list[dict]) -> list[str]:
-    lines = [HEAD, "|---" * 9 + "|"]
+def modes(rows: list[dict], first: list[dict]) -> list[tuple[str, str, list[dict], dict | None]]:
+    """(domain, label, image rows, run info) per run: off, on, and on with the first recipe."""
+    out = []
     for domain in DOMAINS:
-        for learn in (False, True):
-            imgs = [r for r in rows if r["domain"] == domain and r["learn"] == learn and "clicks" in r]
-            info = next((r for r in rows if r["domain"] == domain and r["learn"] == learn and "retrains" in r), None)
-            if not imgs or info is None:
-                continue
-            clicks = [r["clicks"] for r in imgs]
-            quiet = [t for r in imgs if not r["retrain_running"] for t in r["ms_per_click"]]
-            busy = [t for r in imgs if r["retrain_running"] for t in r["ms_per_click"]]
-            retrains = info["retrains"]
-            minutes = [h["seconds"] / 60 for h in retrains]
-            accepted = sum(h["outcome"] == "accepted" for h in retrains)
-            cells = [domain, "on" if learn else "off", str(len(imgs)), f"{np.mean(clicks):.2f}",
-                     f"{np.mean(clicks[len(clicks) // 2 :]):.2f}", f"{len(retrains)} ({accepted})",
-                     f"{sum(minutes):.1f} ({max(minutes, default=0):.1f})", median(quiet), median(busy)]  # fmt: skip
-            lines.append("| " + " | ".join(cells) + " |")
+        for label, source, learn in (("off", rows, False), ("on", rows, True), ("on, first recipe", first, True)):
+            imgs = [r for r in source if r["domain"] == domain and r["learn"] == learn and "clicks" in r]
+            info = next((r for r in source if r["domain"] == domain and r["learn"] == learn and "retrains" in r), None)
+            if imgs and info is not None:
+                out.append((domain, label, imgs, info))
+    return out
+
+
+def summary(rows: list[dict], first: list[dict]) -> list[str]:
+    lines = [HEAD, "|---" * 9 + "|"]
+    for domain, label, imgs, info in modes(rows, first):
+        clicks = [r["clicks"] for r in imgs]
+        quiet = [t for r in imgs if not r["retrain_running"] for t in r["ms_per_click"]]
+        busy = [t for r in imgs if r["retrain_running"] for t in r["ms_per_click"]]
+        retrains = info["retrains"]
+        minutes = [h["seconds"] / 60 for h in retrains]
+        accepted = sum(h["outcome"] == "accepted" for h in retrains)
+        cells = [domain, label, str(len(imgs)), f"{np.mean(clicks):.2f}", f"{np.mean(clicks[len(clicks) // 2 :]):.2f}",
+                 f"{len(retrains)} ({accepted})", f"{sum(minutes):.1f} ({max(minutes, default=0):.1f})",
+                 median(quiet), median(busy)]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
-def plot(rows: list[dict]) -> None:
+def plot(rows: list[dict], first: list[dict]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(DOMAINS), figsize=(11, 3.6))
+    for domain, label, imgs, _ in modes(rows, first):
+        ax = axes[list(DOMAINS).index(domain)]
+        clicks = [r["clicks"] for r in imgs]
+        smooth = np.convolve(clicks, np.ones(10) / 10, mode="valid") if len(clicks) >= 10 else clicks
+        ax.plot(np.arange(len(smooth)) + (10 if len(clicks) >= 10 else 1), smooth, label=f"learning {label}")
     for ax, domain in zip(axes, DOMAINS, strict=True):
-        for learn in (False, True):
-            clicks = [r["clicks"] for r in rows if r["domain"] == domain and r["learn"] == learn and "clicks" in r]
-            if clicks:
-                smooth = np.convolve(clicks, np.ones(10) / 10, mode="valid") if len(clicks) >= 10 else clicks
-                ax.plot(
-                    np.arange(len(smooth)) + (10 if len(clicks) >= 10 else 1),
-                    smooth,
-                    label=f"learning {'on' if learn else 'off'}",
-                )
         ax.set(title=domain, xlabel="images labelled", ylabel="clicks per image (mean of 10)")
         if ax.get_lines():
             ax.legend()
@@ -268,11 +272,13 @@ def plot(rows: list[dict]) -> None:
 
 
 def table(command: str) -> None:
-    rows = [json.loads(line) for line in ROWS.read_text().splitlines()] if ROWS.is_file() else []
-    plot(rows)
+    rows, first = (
+        [json.loads(line) for line in f.read_text().splitlines()] if f.is_file() else [] for f in (ROWS, FIRST)
+    )
+    plot(rows, first)
     about = __doc__.split("\n\n")[0].replace("\n", " ")
     title = "## Labelling with learning on and off (cpu, simulated annotator)"
-    text = [title, "", header(command), about, "", *summary(rows), "", f"![clicks per image]({PLOT.name})"]
+    text = [title, "", header(command), about, "", *summary(rows, first), "", f"![clicks per image]({PLOT.name})"]
     write_section("annotate-sim", "\n".join(text))
 
 

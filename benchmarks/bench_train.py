@@ -26,7 +26,7 @@ WIDTHS = {"seed (64-512)": (64, 128, 256, 512), "width 32 (32-256)": (32, 64, 12
 
 def single(args: dict) -> dict:
     from unetkit import UNet
-    from unetkit.api import build_training, load_batch, resolve, setup, train_step
+    from unetkit.api import build_training, for_training, load_batch, resolve, setup, train_step
 
     torch.manual_seed(0)
     size, batch, widths, mode = args["size"], args["batch"], tuple(args["widths"]), args["mode"]
@@ -61,9 +61,10 @@ def single(args: dict) -> dict:
                 "batch_size": batch,
                 "device": args["device"],
                 "compile": args.get("compile", False),
+                "channels_last": args.get("channels_last", True),
             }
         )
-        rt = setup(config.device, config.precision, config.channels_last)
+        rt = for_training(setup(config.device, config.precision, config.channels_last))
         training = build_training(config, rt, num_classes=2)
         train_model = torch.compile(training.model) if config.compile else training.model
         counter = [0]
@@ -123,6 +124,7 @@ def main() -> None:
     p.add_argument("--sizes", default="256" if cpu else "256,512")
     p.add_argument("--compile", action="store_true", help="also measure the defaults with --compile")
     p.add_argument("--section", default="")
+    p.add_argument("--nchw", action="store_true", help="also measure unetkit's step without channels_last")
     a = p.parse_args()
     if a.single:
         print(json.dumps(single(json.loads(a.single))))
@@ -141,6 +143,10 @@ def main() -> None:
                 results.append(("plain autocast", run_isolated(__file__, {**base, "mode": "autocast"})))
             ours = run_isolated(__file__, {**base, "mode": "ours"})
             results.append(("unetkit", ours))
+            if a.nchw:
+                results.append(
+                    ("unetkit NCHW", run_isolated(__file__, {**base, "mode": "ours", "channels_last": False}))
+                )
             if a.compile:
                 results.append(("unetkit --compile", run_isolated(__file__, {**base, "mode": "ours", "compile": True})))
             for label, r in results:

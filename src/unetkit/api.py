@@ -22,7 +22,7 @@ from unetkit.interactive.clicks import iou as click_iou
 from unetkit.interactive.evaluate import simulate as simulate_clicks
 from unetkit.interactive.evaluate import summarize as summarize_clicks
 from unetkit.interactive.predictor import ClickPredictor
-from unetkit.runtime import Runtime, cpu_has_fast_bf16, setup
+from unetkit.runtime import Runtime, cpu_has_fast_bf16, for_training, setup
 from unetkit.training.autoconfig import epochs_for_budget, fingerprint, time_step
 from unetkit.training.loop import FitResult, fit
 from unetkit.training.plan import plan_for_budget as plan
@@ -72,6 +72,7 @@ __all__ = [
     "resolve_norm",
     "run_model",
     "setup",
+    "for_training",
     "split_pairs",
     "standard_batch_fn",
     "time_step",

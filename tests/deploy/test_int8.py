@@ -65,16 +65,20 @@ def test_int8_engine_scores_then_serves_and_auto_may_take_it(trained_run, learn_
 
 
 def test_a_refused_graph_names_the_numbers(trained_run, monkeypatch, tmp_path):
+    """A graph whose score fell too far is refused with both numbers, by every later call too, and
+    auto never times it (the gate's own arithmetic: test_report_gate_and_round_trip)."""
     monkeypatch.setenv("UNETKIT_CACHE", str(tmp_path))  # its own cache: the shared one holds a passed graph
     ckpt = trained_run.best_checkpoint
-    real = int8.score
-    monkeypatch.setattr(int8, "score", lambda seg, pairs: (lambda m, v: (m, v - 0.02 * (seg.engine == "int8")))(
-        *real(seg, pairs)))  # fmt: skip
-    with pytest.raises(engines.ConfigError, match=r"refused \(limit 0.005\).*use an fp32 engine"):
-        load(ckpt, "onnxruntime-int8", "cpu", "auto", log=lambda m: None)
-    assert "onnxruntime-int8" not in engines.installed(ckpt)
-    with pytest.raises(engines.ConfigError, match="refused"):  # remembered, not rebuilt
-        load(ckpt, "onnxruntime-int8", "cpu", "auto", log=lambda m: None)
+    base = tmp_path / "engines" / engines.checkpoint_digest(ckpt)
+    base.parent.mkdir(parents=True)
+    base.with_suffix(".int8.onnx").write_bytes(b"not used")
+    bad = int8.Int8Report("foreground IoU", 0.70, 0.68, 16, 16, "val", 1.0)
+    base.with_suffix(".int8.json").write_text(json.dumps(bad.to_dict()))
+    for _ in range(2):
+        with pytest.raises(engines.ConfigError, match=r"0\.6800 vs fp32 0\.7000.*refused \(limit 0.005\).*fp32 engine"):
+            load(ckpt, "openvino-int8", "cpu", "auto", log=lambda m: None)
+    assert "onnxruntime-int8" not in engines.installed(ckpt) and "openvino-int8" not in engines.installed(ckpt)
+    assert not list(tmp_path.glob("engines/*[0-9a-f].onnx"))  # refused before any export
 
 
 def test_export_int8_cli(trained_run, cache, tmp_path, capsys):

@@ -116,10 +116,10 @@ def onnx_for(checkpoint: Path, model, meta: ModelMeta, log=print) -> Path:
 def int8_for(checkpoint: Path, model, meta: ModelMeta, log=print) -> Path:
     """The checkpoint's int8 graph, built (calibrated, scored) once into the cache; a graph whose
     score fell by more than int8.MAX_DROP is refused with the numbers, here and on every later call."""
-    fp32 = onnx_for(checkpoint, model, meta, log)
-    path = fp32.with_suffix(".int8.onnx")
+    path = cache_dir() / f"{checkpoint_digest(checkpoint)}.int8.onnx"
     report = Int8Report.read(path.with_suffix(".json"))
     if report is None or not path.is_file():
+        fp32 = onnx_for(checkpoint, model, meta, log)
         threads = torch.get_num_threads()
         report = build_int8(model, meta, fp32, path, lambda p: OnnxRuntimeEngine(p, threads), log)
     if not report.passed:

@@ -25,7 +25,7 @@ from unetkit.config.io import build, merge, to_dict
 from unetkit.data.datasets import RandomCropDataset
 from unetkit.errors import TrainingError
 from unetkit.infer.predict import Segmenter
-from unetkit.runtime import setup, step_seed
+from unetkit.runtime import for_training, setup, step_seed
 from unetkit.training.context import Context, build_context
 from unetkit.training.finetune import lr_scale
 from unetkit.training.plan import make_plan
@@ -65,7 +65,7 @@ def fit(
     saved = read_last(resume) if resume is not None else None
     config = build(TrainConfig, merge(saved.config, overrides or {})) if saved else config or TrainConfig()
     run_dir = Path(resume) if resume is not None else Path(out) if out else default_run_dir()
-    rt = setup(config.device, config.precision, config.channels_last, config.deterministic)
+    rt = for_training(setup(config.device, config.precision, config.channels_last, config.deterministic))
     task = task or task_for(config)
     run = RunFolder(run_dir, rt.is_main)
     plan, data = make_plan(config, run.path, run.log, task, rt, saved, time_budget)
