@@ -78,6 +78,11 @@ class OpenVinoEngine:
         return torch.from_numpy(np.asarray(self.model(x)[0]))
 
 
+def checkpoint_file(ref: str | Path) -> Path:
+    """The file behind a checkpoint reference (builtin:NAME -> the shipped file): what the cache keys on."""
+    return builtin.get(str(ref)).path if builtin.is_ref(ref) else Path(ref)
+
+
 def checkpoint_digest(checkpoint: Path) -> str:
     """The checkpoint's identity in the cache: its content hash, read once per file version (auto asks
     for it once per engine, and a seed-network checkpoint is 120 MB)."""
@@ -129,7 +134,7 @@ def int8_for(checkpoint: Path, model, meta: ModelMeta, log=print) -> Path:
 
 def int8_passed(checkpoint: str | Path) -> bool:
     """Whether this checkpoint's int8 graph was built and passed (what `auto` asks before trying it)."""
-    checkpoint = builtin.get(str(checkpoint)).path if builtin.is_ref(checkpoint) else Path(checkpoint)
+    checkpoint = checkpoint_file(checkpoint)
     report = Int8Report.read(cache_dir() / f"{checkpoint_digest(checkpoint)}.int8.json")
     return report is not None and report.passed
 
@@ -208,7 +213,7 @@ def load(path: str | Path, engine: str = "torch", device: str = "auto", precisio
     if engine == "torch":
         return seg
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    file = builtin.get(str(path)).path if builtin.is_ref(path) else Path(path)  # the cache keys on the file
+    file = checkpoint_file(path)
     if engine == "auto":
         runner, engine = choose(file, seg.model, seg.meta, seg.rt, log)
     else:
@@ -223,7 +228,7 @@ def export_int8(checkpoint: str | Path, out: str | Path, log=print) -> Path:
     --engine *-int8 builds it, so the engines reuse it) copied to `out`, its report to OUT.json; a
     graph refused by its score exits with the numbers and writes nothing."""
     model, meta = load_model(checkpoint)
-    file = builtin.get(str(checkpoint)).path if builtin.is_ref(checkpoint) else Path(checkpoint)
+    file = checkpoint_file(checkpoint)
     path = int8_for(file, model, meta, log)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
