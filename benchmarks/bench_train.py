@@ -21,15 +21,20 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).parent))
 from common import conv_flops, cpu_class, header, matmul_gflops, peak_rss_mb, run_isolated, timeit, write_section  # noqa: E402
 
-WIDTHS = {"seed (64-512)": (64, 128, 256, 512), "width 32 (32-256)": (32, 64, 128, 256)}
+NETWORKS = {  # --networks picks by key; seed and width32 are the default rows
+    "seed": ("seed (64-512)", {"widths": (64, 128, 256, 512)}),
+    "width32": ("width 32 (32-256)", {"widths": (32, 64, 128, 256)}),
+    "lite0": ("efficientnet-lite0, decoder 16-128", {"widths": (16, 32, 64, 128), "encoder": "efficientnet-lite0"}),
+}
 
 
 def single(args: dict) -> dict:
-    from unetkit import UNet
-    from unetkit.api import build_training, for_training, load_batch, resolve, setup, train_step
+    from unetkit import ModelConfig
+    from unetkit.api import build_network, build_training, for_training, load_batch, resolve, setup, train_step
 
     torch.manual_seed(0)
-    size, batch, widths, mode = args["size"], args["batch"], tuple(args["widths"]), args["mode"]
+    size, batch, net, mode = args["size"], args["batch"], args["model"], args["mode"]
+    net = {**net, "widths": tuple(net["widths"])}
     device = torch.device(args["device"])
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -38,7 +43,7 @@ def single(args: dict) -> dict:
     masks = (torch.rand(batch * 2, size, size, generator=g) > 0.5).to(torch.uint8)
     dataset = list(zip(images, masks, strict=True))
     if mode in ("reference", "autocast"):
-        model = UNet(widths=widths).to(device)
+        model = build_network(ModelConfig(**net)).to(device)
         opt = torch.optim.Adam(model.parameters(), lr=1e-4)
         x = images[:batch].float().to(device)
         y = masks[:batch].float().unsqueeze(1).to(device)
@@ -56,7 +61,7 @@ def single(args: dict) -> dict:
     else:
         config = resolve(
             overrides={
-                "model": {"widths": widths},
+                "model": {**net, **({"encoder_weights": "none"} if "encoder" in net else {})},
                 "data": {"size": (size, size)},
                 "batch_size": batch,
                 "device": args["device"],
@@ -64,7 +69,7 @@ def single(args: dict) -> dict:
                 "channels_last": args.get("channels_last", True),
             }
         )
-        rt = for_training(setup(config.device, config.precision, config.channels_last))
+        rt = for_training(setup(config.device, config.precision, config.channels_last), config.model.encoder)
         training = build_training(config, rt, num_classes=2)
         train_model = torch.compile(training.model) if config.compile else training.model
         counter = [0]
@@ -78,7 +83,7 @@ def single(args: dict) -> dict:
             f"{rt.precision}{' + channels_last' if rt.channels_last else ''}{' + compile' if config.compile else ''}"
         )
     sec = timeit(step, device, warmup=2 if args.get("compile") else 1, repeat=args["steps"])
-    flops = 3 * batch * conv_flops(UNet(widths=widths), torch.randn(1, 3, size, size))
+    flops = 3 * batch * conv_flops(build_network(ModelConfig(**net)), torch.randn(1, 3, size, size))
     mem = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else peak_rss_mb()
     return {
         "images_per_s": batch / sec,
@@ -125,6 +130,7 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="also measure the defaults with --compile")
     p.add_argument("--section", default="")
     p.add_argument("--nchw", action="store_true", help="also measure unetkit's step without channels_last")
+    p.add_argument("--networks", default="seed,width32", help="rows: " + ", ".join(NETWORKS))
     a = p.parse_args()
     if a.single:
         print(json.dumps(single(json.loads(a.single))))
@@ -133,9 +139,9 @@ def main() -> None:
     section = a.section or (cpu_class() if device.type == "cpu" else torch.cuda.get_device_name(0))
     bf16, fp32 = ceilings(device)
     rows = []
-    for name, widths in WIDTHS.items():
+    for name, net in (NETWORKS[k] for k in a.networks.split(",")):
         for size in (int(s) for s in a.sizes.split(",")):
-            base = {"size": size, "batch": a.batch, "widths": widths, "device": a.device, "steps": a.steps}
+            base = {"size": size, "batch": a.batch, "model": net, "device": a.device, "steps": a.steps}
             print(f"measuring {name} at {size}px, batch {a.batch}: reference, then unetkit ...", flush=True)
             ref = run_isolated(__file__, {**base, "mode": "reference"})
             results = [("reference", ref)]
@@ -143,10 +149,10 @@ def main() -> None:
                 results.append(("plain autocast", run_isolated(__file__, {**base, "mode": "autocast"})))
             ours = run_isolated(__file__, {**base, "mode": "ours"})
             results.append(("unetkit", ours))
-            if a.nchw:
-                results.append(
-                    ("unetkit NCHW", run_isolated(__file__, {**base, "mode": "ours", "channels_last": False}))
-                )
+            if a.nchw:  # the other layout than the one unetkit picks
+                other = {**base, "mode": "ours", "channels_last": not ours["precision"].count("channels_last")}
+                label = "unetkit channels_last" if other["channels_last"] else "unetkit NCHW"
+                results.append((label, run_isolated(__file__, other)))
             if a.compile:
                 results.append(("unetkit --compile", run_isolated(__file__, {**base, "mode": "ours", "compile": True})))
             for label, r in results:

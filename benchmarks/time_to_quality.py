@@ -126,15 +126,16 @@ def unetkit_run(budget_s: float, work: Path) -> dict:
     t0 = time.perf_counter()
     train = [sys.executable, "-m", "unetkit", "train", "--data", str(SPLIT), "--in-channels", "3",
              "--time-budget", f"{budget_s:.0f}s", "--out", str(out), "--sample-every", "0"]  # fmt: skip
-    subprocess.run(train, check=True, stdout=subprocess.DEVNULL)
+    log = subprocess.run(train, check=True, capture_output=True, text=True).stdout
     trained = time.perf_counter() - t0
+    init = next((ln[6:].split(": ")[0] for ln in log.splitlines() if ln.startswith("init: ")), "from scratch")
     evaluate = [sys.executable, "-m", "unetkit", "evaluate", str(out / "checkpoints" / "best.pt"), "--data", str(SPLIT),
                 "--split", "test", "--json"]  # fmt: skip
     summary = json.loads(subprocess.run(evaluate, check=True, capture_output=True, text=True).stdout)
     config = json.loads((out / "config.json").read_text())
     return {"budget_s": budget_s, "train_seconds": round(trained, 1), "fg_iou": summary["classes"][1]["iou"],
             "precision": config["runtime"]["precision"], "widths": config["model"]["widths"],
-            "size": config["data"]["size"]}  # fmt: skip
+            "size": config["data"]["size"], "init": init}  # fmt: skip
 
 
 def table(rows: list[dict], command: str) -> str:
@@ -153,7 +154,8 @@ def table(rows: list[dict], command: str) -> str:
         share = r["train_seconds"] / ref["train_seconds"]
         reach = "yes" if r["fg_iou"] >= ref["fg_iou"] else f"no ({r['fg_iou'] - ref['fg_iou']:+.3f})"
         lines.append(
-            f"| unetkit --time-budget {r['budget_s']:.0f}s ({r['precision']}, widths {r['widths']}, {r['size']} px) "
+            f"| unetkit --time-budget {r['budget_s']:.0f}s ({r['precision']}, widths {r['widths']}, {r['size']} px, "
+            f"init: {r.get('init', '?')}) "
             f"| {r['train_seconds']:.0f} | 1/{1 / share:.1f} | {r['fg_iou']:.3f} | {reach} |"
         )
     return "\n".join(lines)

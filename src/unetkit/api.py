@@ -22,6 +22,7 @@ from unetkit.interactive.clicks import iou as click_iou
 from unetkit.interactive.evaluate import simulate as simulate_clicks
 from unetkit.interactive.evaluate import summarize as summarize_clicks
 from unetkit.interactive.predictor import ClickPredictor
+from unetkit.model import build as build_network
 from unetkit.runtime import Runtime, cpu_has_fast_bf16, for_training, setup
 from unetkit.training.autoconfig import epochs_for_budget, fingerprint, time_step
 from unetkit.training.loop import FitResult, fit
@@ -47,6 +48,7 @@ __all__ = [
     "ModelMeta",
     "Runtime",
     "Segmenter",
+    "build_network",
     "build_training",
     "builtin_models",
     "check_dataset",

@@ -38,7 +38,9 @@ def test_plan_fits_the_budget_and_writes_its_reasoning(demo_dir, tmp_path, fast_
     why = json.loads((tmp_path / "autoconfig.json").read_text())
     assert why["candidates_measured"] and why["chosen"]["epochs"] == planned.epochs >= 1
     assert planned.data.size == (128, 128)  # small images: the smallest candidate size
-    assert planned.time_limit == "20s" and planned.fill_time_limit
+    # The planner's own measuring comes out of the budget: training gets the rest.
+    assert planned.time_limit == f"{why['training_limit_seconds']}s" and planned.fill_time_limit
+    assert abs(why["training_limit_seconds"] - (20 - why["measurement_seconds"])) <= 0.11
     est = why["chosen"]["estimated_epoch_seconds"] * planned.epochs
     assert est <= 0.85 * 20 + 1e-6
     # Nothing reaches the wanted steps in 20 s: the cheapest candidate. With 200 s, the first in the
@@ -71,7 +73,9 @@ def test_cli_time_budget(demo_dir, tmp_path, fast_steps):
     assert main(["train", "--data", str(demo_dir), "--out", str(tmp_path / "r"), "--time-budget", "2s"]) == 0
     assert (tmp_path / "r" / "autoconfig.json").is_file() and (tmp_path / "r" / "checkpoints" / "best.pt").is_file()
     saved = json.loads((tmp_path / "r" / "config.json").read_text())
-    assert saved["time_limit"] == "2s" and saved["fill_time_limit"] is True
+    why = json.loads((tmp_path / "r" / "autoconfig.json").read_text())
+    assert saved["time_limit"] == f"{why['training_limit_seconds']}s" and saved["fill_time_limit"] is True
+    assert 1.0 <= why["training_limit_seconds"] <= 2.0
 
 
 def test_network_cost_counts_the_seed_by_hand_and_an_encoder_as_built():

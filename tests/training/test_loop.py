@@ -246,3 +246,16 @@ def test_training_drops_channels_last_only_in_fp32_on_a_cpu():
     bf16 = dataclasses.replace(rt, precision="bf16")
     assert for_training(bf16).channels_last
     assert for_training(dataclasses.replace(rt, device=torch.device("cuda"))).channels_last
+    # A pretrained encoder's depthwise convolutions gain from channels_last in fp32 too (3.76 vs 2.59 img/s).
+    assert for_training(rt, "efficientnet-lite0").channels_last
+
+
+def test_a_run_from_an_encoder_model_trains_channels_last_in_fp32(tmp_path, demo_dir):
+    """The layout follows the network --init brings, not the config's default encoder."""
+    lite = {"widths": (4, 8, 8, 8), "encoder": "efficientnet-lite0", "encoder_weights": "none"}
+    source = fit(tiny_config(data={"root": str(demo_dir)}, model=lite, epochs=1, precision="fp32"), out=tmp_path / "a")
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["runtime"]["channels_last"] is True
+    fit(tiny_config(data={"root": str(demo_dir)}, finetune={"init": str(source.best_checkpoint)}, epochs=1,
+        precision="fp32"), out=tmp_path / "b")  # fmt: skip
+    saved = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert saved["model"]["encoder"] == "efficientnet-lite0" and saved["runtime"]["channels_last"] is True

@@ -66,7 +66,7 @@ def fingerprint(config: TrainConfig, checked=None) -> dict:
 
 def time_step(config: TrainConfig, num_classes: int, steps: int = 2) -> float:
     """Seconds per training step of `config`'s network, size and batch on this machine."""
-    rt = for_training(setup(config.device, config.precision, config.channels_last))
+    rt = for_training(setup(config.device, config.precision, config.channels_last), config.model.encoder)
     torch.manual_seed(0)
     training = build_training(config, rt, num_classes)
     h, w = config.data.size
@@ -278,11 +278,13 @@ def plan(
     epochs, epoch_s = epochs_for_budget(
         budget_s - spent / BUDGET_SHARE, steps_per_epoch, step, fp["pairs"]["val"], trial.batch_size
     )
+    # The budget is the user's wall clock: measuring and scoring the source came out of it already.
+    limit = max(1.0, budget_s - spent)
     # At most ~40 validations (each also checkpoints and plots): matters when epochs are tiny.
     final = dataclasses.replace(
         trial,
         epochs=epochs,
-        time_limit=f"{int(budget_s)}s",
+        time_limit=f"{limit:.1f}s",
         fill_time_limit=True,
         val_every=max(1, math.ceil(epochs / 40)),
     )
@@ -291,6 +293,7 @@ def plan(
         "fingerprint": fp,
         "candidates_measured": rows,
         "measurement_seconds": round(spent, 1),
+        "training_limit_seconds": round(limit, 1),
         **({"init": transfer} if transfer else {}),
         "chosen": {
             **{k: v for k, v in _row(final, step, True).items() if k not in ("batch", "measured")},

@@ -65,10 +65,11 @@ def fit(
     saved = read_last(resume) if resume is not None else None
     config = build(TrainConfig, merge(saved.config, overrides or {})) if saved else config or TrainConfig()
     run_dir = Path(resume) if resume is not None else Path(out) if out else default_run_dir()
-    rt = for_training(setup(config.device, config.precision, config.channels_last, config.deterministic))
+    base = setup(config.device, config.precision, config.channels_last, config.deterministic)
     task = task or task_for(config)
-    run = RunFolder(run_dir, rt.is_main)
-    plan, data = make_plan(config, run.path, run.log, task, rt, saved, time_budget)
+    run = RunFolder(run_dir, base.is_main)
+    plan, data = make_plan(config, run.path, run.log, task, for_training(base), saved, time_budget)
+    rt = for_training(base, plan.config.model.encoder)  # the network --init brought decides the layout
     ctx = build_context(plan, data, rt, run, task, TimeBudget(0.0, clock))
     state = _restore(ctx, saved) if saved else LoopState()
     planner = FillPlanner(ctx.budget, ctx.config.val_every, ctx.config.fill_time_limit and saved is None)

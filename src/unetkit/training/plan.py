@@ -202,7 +202,7 @@ def with_class_weights(config: TrainConfig, train: SegmentationDataset, num_clas
 def plan_for_budget(config: TrainConfig, budget_s: float, out: Path | None = None, log=print) -> TrainConfig:
     """The config a `--time-budget` run trains with, without training (for benchmarks and tools that
     only want the choice): the decisions `fit(config, time_budget=...)` makes, reasoning in OUT."""
-    rt = for_training(setup(config.device, config.precision, config.channels_last))
+    rt = for_training(setup(config.device, config.precision, config.channels_last), config.model.encoder)
     d = decide(config, Path(out or "."), log, task_for(config), rt, None, budget_s)
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
