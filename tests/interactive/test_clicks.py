@@ -187,3 +187,19 @@ def test_a_crop_model_sees_the_image_at_its_view_size_with_its_aspect():
     assert old.click_view_size == 0 and ClickPredictor(Segmenter(Net(6, 1, (4, 8)), old, seg.rt)).net_size(
         (40, 100, 140, 150), False
     ) == (96, 48)  # older checkpoints: zoom box at the training size
+
+
+def test_click_disks_drawn_in_their_boxes_equal_the_whole_grid():
+    """Disks rasterised only in their bounding boxes equal the full-grid formula, at the borders, outside
+    the view and overlapping too."""
+    g = torch.Generator().manual_seed(0)
+    view = View((0, 0, 90, 130), (37, 45))
+    clicks = [Click(float(y), float(x), bool(p)) for y, x, p in zip(
+        (torch.rand(40, generator=g) * 110 - 10).tolist(), (torch.rand(40, generator=g) * 150 - 10).tolist(),
+        (torch.rand(40, generator=g) > 0.4).tolist(), strict=True)]  # fmt: skip
+    ys, xs = torch.arange(37.0)[:, None], torch.arange(45.0)[None, :]
+    expected = torch.zeros(2, 37, 45)
+    for c in clicks:
+        cy, cx = view.to_net(c.y, c.x)
+        expected[0 if c.positive else 1] += (ys - cy) ** 2 + (xs - cx) ** 2 <= 2.5**2
+    assert torch.equal(click_maps(clicks, view, radius=2.5), expected.clamp(max=1))

@@ -6,6 +6,7 @@ places each next click at the centre of the largest remaining error, exactly as 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,12 +58,15 @@ def click_maps(clicks: list[Click], view: View, radius: float = RADIUS) -> torch
     maps = torch.zeros(2, h, w)
     if not clicks:
         return maps
-    ys = torch.arange(h, dtype=torch.float32)[:, None]
-    xs = torch.arange(w, dtype=torch.float32)[None, :]
-    for c in clicks:
+    for c in clicks:  # each disk drawn in its bounding box only: a page's clicks cost ~0 ms, not ~0.4 each
         cy, cx = view.to_net(c.y, c.x)
-        disk = (ys - cy) ** 2 + (xs - cx) ** 2 <= radius**2
-        maps[0 if c.positive else 1] += disk
+        y0, y1 = max(0, math.floor(cy - radius)), min(h, math.ceil(cy + radius) + 1)
+        x0, x1 = max(0, math.floor(cx - radius)), min(w, math.ceil(cx + radius) + 1)
+        if y0 >= y1 or x0 >= x1:
+            continue
+        ys = torch.arange(y0, y1, dtype=torch.float32)[:, None]
+        xs = torch.arange(x0, x1, dtype=torch.float32)[None, :]
+        maps[0 if c.positive else 1, y0:y1, x0:x1] += (ys - cy) ** 2 + (xs - cx) ** 2 <= radius**2
     return maps.clamp_(max=1)
 
 
