@@ -68,7 +68,7 @@ def fit(
     base = setup(config.device, config.precision, config.channels_last, config.deterministic)
     task = task or task_for(config)
     run = RunFolder(run_dir, base.is_main)
-    plan, data = make_plan(config, run.path, run.log, task, for_training(base), saved, time_budget)
+    plan, data = make_plan(config, run.path, run.log, task, base, saved, time_budget)
     rt = for_training(base, plan.config.model.encoder)  # the network --init brought decides the layout
     ctx = build_context(plan, data, rt, run, task, TimeBudget(0.0, clock))
     state = _restore(ctx, saved) if saved else LoopState()

@@ -29,7 +29,7 @@ from unetkit.data.imageio import MaskSpec
 from unetkit.data.splits import Pair, SplitRecord, load_splits, record_splits, run_split
 from unetkit.errors import ConfigError, DataError
 from unetkit.model import ENCODERS
-from unetkit.runtime import Runtime, for_training, setup
+from unetkit.runtime import Runtime, setup
 from unetkit.training import autoconfig
 from unetkit.training.finetune import Source, start_from
 from unetkit.training.losses import median_frequency_weights
@@ -202,7 +202,7 @@ def with_class_weights(config: TrainConfig, train: SegmentationDataset, num_clas
 def plan_for_budget(config: TrainConfig, budget_s: float, out: Path | None = None, log=print) -> TrainConfig:
     """The config a `--time-budget` run trains with, without training (for benchmarks and tools that
     only want the choice): the decisions `fit(config, time_budget=...)` makes, reasoning in OUT."""
-    rt = for_training(setup(config.device, config.precision, config.channels_last), config.model.encoder)
+    rt = setup(config.device, config.precision, config.channels_last)  # decide needs only the rank
     d = decide(config, Path(out or "."), log, task_for(config), rt, None, budget_s)
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
