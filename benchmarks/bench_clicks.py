@@ -143,7 +143,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
-        write_section("clicks-cpu", text)
+        write_section(f"clicks-cpu-{cpu_class()}", text)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -193,6 +192,14 @@ def starting_points(results: Path, command: str) -> str:
     return "\n".join([title, "", header(command), about, "", *lines])
 
 
+# What made the rows (the table is rewritten from the results file by any run): two lanes at a time.
+STARTING_POINTS_COMMAND = (
+    "OMP_NUM_THREADS=1 taskset -c N python benchmarks/finetune.py --budgets 5m,10m --datasets D "
+    "--recipes auto,imagenet,init:objects (camvid: init:general) --results benchmarks/finetune_starting_points.jsonl"
+    "; then --starting-points --table"
+)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budgets", default="2m,5m,10m")
@@ -220,10 +227,11 @@ def main() -> None:
                     for recipe in a.recipes.split(","):
                         quality.run_one(dataset, recipe, parse_duration(budget), seed, results)
     if a.starting_points:
-        command = "python benchmarks/finetune.py " + " ".join(sys.argv[1:])
-        write_section("finetune-starting-points", starting_points(results, command))
-    else:
+        write_section("finetune-starting-points", starting_points(results, STARTING_POINTS_COMMAND))
+    elif results.resolve() == RESULTS.resolve():  # the finetune section is of the default file's rows only
         write_section("finetune", table(results))
+    else:
+        print(f"rows appended to {results}; --starting-points --table writes their table")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
 
 def rle_counts(mask: np.ndarray) -> list[int]:
@@ -67,6 +66,8 @@ def rle_decode(rle: dict) -> np.ndarray:
 
 def instances(mask: np.ndarray, num_classes: int):
     """(class index, boolean component) for each connected component (8-connected) of each class > 0."""
+    from scipy import ndimage  # here, not at the top: only the commands that need it pay its import
+
     for c in range(1, num_classes):
         labels, n = ndimage.label(mask == c, structure=np.ones((3, 3)))
         for k in range(1, n + 1):

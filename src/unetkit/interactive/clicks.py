@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 RADIUS = 5  # px at the network's input resolution
 MAX_CLICKS = 20
@@ -73,6 +72,8 @@ def click_maps(clicks: list[Click], view: View, radius: float = RADIUS) -> torch
 def error_distances(pred: np.ndarray, gt: np.ndarray, ignore: np.ndarray | None = None):
     """Exact Euclidean distance transforms of the false-negative and false-positive regions, with the
     image border counting as a boundary (the maps are zero-padded by one pixel, as in RITM)."""
+    from scipy import ndimage  # here, not at the top: only the commands that need it pay its import
+
     valid = np.ones_like(gt, bool) if ignore is None else ~ignore
     fn = gt & ~pred & valid
     fp = ~gt & pred & valid
@@ -116,6 +117,8 @@ def clicks_to_reach(ious: list[float] | np.ndarray, threshold: float, max_clicks
 def sample_click(error: np.ndarray, rng: np.random.Generator, positive: bool) -> Click | None:
     """Training's corrective click: a random pixel where the error's distance transform exceeds half
     its maximum (RITM's iterative training), so clicks land inside errors, not on their edges."""
+    from scipy import ndimage  # here, not at the top: only the commands that need it pay its import
+
     dt = ndimage.distance_transform_edt(np.pad(error, 1))[1:-1, 1:-1]
     peak = dt.max()
     if peak == 0:

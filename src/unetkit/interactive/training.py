@@ -13,7 +13,6 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 
 from unetkit.config import ClickConfig, TrainConfig
 from unetkit.data.imageio import IGNORE
@@ -31,6 +30,8 @@ ERROR_THRESHOLD = 0.5  # training's corrective clicks go where the model's proba
 
 def pick_object(mask: np.ndarray, rng: np.random.Generator, whole_share: float) -> np.ndarray | None:
     """(h, w) class indices (IGNORE = unknown) -> one object's boolean mask, or None if there is none."""
+    from scipy import ndimage  # here, not at the top: only the commands that need it pay its import
+
     classes = [c for c in np.unique(mask) if c not in (0, IGNORE)]
     if not classes:
         return None
@@ -70,6 +71,8 @@ def crop_resize(image: torch.Tensor, target: torch.Tensor, box) -> tuple[torch.T
 
 def initial_clicks(obj: np.ndarray, valid: np.ndarray, rng: np.random.Generator) -> list[Click]:
     """One positive click well inside the object, sometimes a second, sometimes a negative nearby."""
+    from scipy import ndimage  # here, not at the top: only the commands that need it pay its import
+
     clicks = [sample_click(obj, rng, True)]
     if rng.random() < 0.3:
         clicks.append(sample_click(obj, rng, True))
@@ -102,6 +105,8 @@ def make_sample(image: torch.Tensor, mask: torch.Tensor, rng: np.random.Generato
 
 def corrective_click(probs: np.ndarray, target: np.ndarray, rng: np.random.Generator) -> Click | None:
     """A click on the larger of the current false-negative and false-positive regions."""
+    from scipy import ndimage  # here, not at the top: only the commands that need it pay its import
+
     gt, valid = target == 1, target != IGNORE
     pred = foreground(probs, ERROR_THRESHOLD)
     fn, fp = gt & ~pred & valid, ~gt & pred & valid
