@@ -11,8 +11,9 @@ from PIL import Image
 from conftest import shared_dataset
 from unetkit.cli import main
 from unetkit.config import DataConfig
-from unetkit.data.check import check_dataset
+from unetkit.data.check import check_dataset, duplicate_problems
 from unetkit.data.datasets import SegmentationDataset
+from unetkit.data.splits import Pair
 
 
 def write_pairs(root, masks: list[np.ndarray], split: str | None = None):
@@ -101,6 +102,29 @@ def test_duplicates_are_problems(tmp_path, capsys):
     )
     assert main(["data", "check", str(tmp_path / "over.csv"), "--split", "1,0,0"]) == 0
     assert "2 pair(s) repeat another in the same split" in capsys.readouterr().out
+
+
+def test_click_data_may_hold_one_picture_once_per_object(tmp_path):
+    """Click data (objects_ok): a picture with other masks in its split is its other objects, a note;
+    the same picture in two splits, or twice with the same mask, stays a problem."""
+    for name, content in {"a.png": b"picture", "b.png": b"picture", "c.png": b"picture", "d.png": b"other"}.items():
+        (tmp_path / name).write_bytes(content)
+    for name in ("m1", "m2", "m3"):
+        (tmp_path / f"{name}.png").write_bytes(name.encode())
+    train = [
+        Pair(tmp_path / "a.png", tmp_path / "m1.png", "train"),
+        Pair(tmp_path / "b.png", tmp_path / "m2.png", "train"),
+    ]
+    problems, notes = duplicate_problems({"train": train}, objects_ok=True)
+    assert problems == [] and notes == [
+        "1 pair(s) share their picture with another pair of their split: its other objects"
+    ]
+    assert len(duplicate_problems({"train": train})[0]) == 1  # semantic masks: one picture, two labellings
+    test = [Pair(tmp_path / "c.png", tmp_path / "m3.png", "test")]
+    problems, _ = duplicate_problems({"train": train, "test": test}, objects_ok=True)
+    assert [p.message for p in problems] == [f"same content as {tmp_path / 'a.png'} (train)"]
+    twice = [*train, Pair(tmp_path / "c.png", tmp_path / "m1.png", "train")]  # a.png's object again
+    assert len(duplicate_problems({"train": twice}, objects_ok=True)[0]) == 1
 
 
 def test_duts2k_is_recognised_as_soft_edged(tmp_path):

@@ -24,7 +24,28 @@ from fastapi.testclient import TestClient  # noqa: E402
 from unetkit.infer.predict import Segmenter  # noqa: E402
 from unetkit.serve.annotate import LearnSpec, annotate_routes, scan  # noqa: E402
 from unetkit.serve.app import create_app  # noqa: E402
-from unetkit.serve.learning import LearnConfig, better_or_equal, heldout, load_state, model_path  # noqa: E402
+from unetkit.serve.learning import (  # noqa: E402
+    LearnConfig,
+    better_or_equal,
+    heldout,
+    heldout_pictures,
+    load_state,
+    model_path,
+)
+
+
+def test_copies_of_one_picture_are_held_out_or_trained_on_together(tmp_path):
+    """One picture labelled once per object (four copies, other names): all four held out or none."""
+    images = []
+    for i in range(30):
+        for j in range(4):
+            path = tmp_path / f"slice{i:02d}_cell{j}.png"
+            path.write_bytes(f"picture {i}".encode())  # the content decides, not the name
+            images.append(path)
+    held = heldout_pictures(images, 0.2, 3)
+    pictures = {name.split("_")[0] for name in held}
+    assert len(pictures) >= 3 and held == {f"{p}_cell{j}" for p in pictures for j in range(4)}
+    assert held == heldout_pictures(images[::-1], 0.2, 3)
 
 
 def test_held_out_images_are_stable_and_at_least_the_minimum():
@@ -90,9 +111,9 @@ def test_the_candidate_is_served_only_if_it_scores_at_least_as_well(click_run, t
     pairs = []
     for i in range(6):
         img, mask = folder / "images" / f"{i}.png", folder / "masks" / f"{i}.png"
-        for p, mode in ((img, "RGB"), (mask, "L")):
+        for p, mode, colour in ((img, "RGB", (10 * i, 0, 0)), (mask, "L", 0)):  # six pictures, not one six times
             p.parent.mkdir(parents=True, exist_ok=True)
-            Image.new(mode, (8, 8)).save(p)
+            Image.new(mode, (8, 8), colour).save(p)
         pairs.append((img, mask))
     swapped = []
     ckpt = str(click_run.best_checkpoint)
@@ -104,7 +125,7 @@ def test_the_candidate_is_served_only_if_it_scores_at_least_as_well(click_run, t
     last = learner.state["history"][-1]
     assert last["outcome"] == "rejected (worse on the held-out masks)"
     assert (last["score_old"], last["score_new"]) == (4.0, 4.5)
-    assert last["heldout"] == 3 and last["trained_on"] == 3 and not swapped and learner.state["version"] == 1
+    assert last["heldout"] == 3 and last["trained_on"] == 2 and not swapped and learner.state["version"] == 1
     assert not learner.accepted()  # the next retrain waits for `every` more masks
     pairs += pairs[:3]
     seen: list = []

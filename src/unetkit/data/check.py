@@ -207,12 +207,16 @@ def _split_message(text: str) -> tuple[str, str, str]:
     return path, msg, fix or "fix or remove the file"
 
 
-def duplicate_problems(splits: dict[str, list[Pair]], repeats_ok: bool = False) -> tuple[list[Problem], list[str]]:
+def duplicate_problems(
+    splits: dict[str, list[Pair]], repeats_ok: bool = False, objects_ok: bool = False
+) -> tuple[list[Problem], list[str]]:
     """(problems, notes) for the same file twice, the same image content twice, or one stem in two
     splits: each would let an image be trained on and scored, or count twice. A CSV may list a file
-    several times within one split on purpose (oversampling): with `repeats_ok` that is a note."""
+    several times within one split on purpose (oversampling): with `repeats_ok` that is a note. Click
+    data holds one object per mask, so with `objects_ok` one picture with other masks in the same split
+    (its other objects) is a note too; across splits it stays a problem (trained on, then scored)."""
     problems: list[Problem] = []
-    repeats = 0
+    repeats = objects = 0
     first_path: dict[Path, Pair] = {}
     first_hash: dict[str, Pair] = {}
     first_stem: dict[str, Pair] = {}
@@ -222,7 +226,9 @@ def duplicate_problems(splits: dict[str, list[Pair]], repeats_ok: bool = False) 
             digest = _file_hash(p.image)
             other = first_path.get(resolved) or first_hash.get(digest)
             if other is not None:
-                if repeats_ok and other.split == s:
+                if objects_ok and other.split == s and _file_hash(other.mask) != _file_hash(p.mask):
+                    objects += 1
+                elif repeats_ok and other.split == s:
                     repeats += 1
                 else:
                     what = "listed twice" if other.image.resolve() == resolved else "same content as"
@@ -234,8 +240,12 @@ def duplicate_problems(splits: dict[str, list[Pair]], repeats_ok: bool = False) 
             if first.split != s:
                 msg = f"name {p.image.stem!r} is in both {first.split} and {s} ({first.image})"
                 problems.append(Problem(str(p.image), msg, "keep each image in one split"))
-    notes = [f"{repeats} pair(s) repeat another in the same split (the CSV lists them again: oversampling)"]
-    return problems, notes if repeats else []
+    notes = []
+    if repeats:
+        notes.append(f"{repeats} pair(s) repeat another in the same split (the CSV lists them again: oversampling)")
+    if objects:
+        notes.append(f"{objects} pair(s) share their picture with another pair of their split: its other objects")
+    return problems, notes
 
 
 def _file_hash(path: Path) -> str:
@@ -245,15 +255,16 @@ def _file_hash(path: Path) -> str:
         return ""
 
 
-def check_dataset(cfg: DataConfig) -> tuple[Report, dict[str, list[Pair]], MaskSpec]:
-    """Pairing + splitting + reading every pair: what `unetkit data check` and training both run."""
+def check_dataset(cfg: DataConfig, objects_ok: bool = False) -> tuple[Report, dict[str, list[Pair]], MaskSpec]:
+    """Pairing + splitting + reading every pair: what `unetkit data check` and training both run.
+    `objects_ok`: click data, where one picture may come with one mask per object."""
     pairs, problems = find_pairs(cfg)
     if not pairs:
         raise DataError(f"{cfg.root or cfg.csv}: no image/mask pairs found" + (f"; {problems[0]}" if problems else ""))
     splits = split_pairs(pairs, cfg.split, cfg.split_seed)
     report = Report(problems=list(problems))
     report.bad_pairs |= {p.path for p in problems}
-    duplicates, report.notes = duplicate_problems(splits, repeats_ok=bool(cfg.csv))
+    duplicates, report.notes = duplicate_problems(splits, repeats_ok=bool(cfg.csv), objects_ok=objects_ok)
     for problem in duplicates:
         report.problems.append(problem)
         report.bad_pairs.add(problem.path)

@@ -43,6 +43,9 @@ class LearnConfig:
     lr: float = 1e-4  # fine-tuning's learning rate (the encoder's 0.1x): at 1e-3 the model forgot its edges
 
 
+VAL_SHARE = 0.15  # of the pictures not held out: training's val split (the share it would cut itself)
+
+
 def heldout(stems: list[str], share: float, minimum: int) -> set[str]:
     """The accepted images held out for scoring: those whose name hashes below `share`, topped up to
     `minimum` with the next lowest hashes. An image trained on never becomes held out later (that would
@@ -51,6 +54,16 @@ def heldout(stems: list[str], share: float, minimum: int) -> set[str]:
     chosen = {s for s in stems if rank[s] < share}
     rest = sorted((s for s in stems if s not in chosen), key=rank.get)
     return chosen | set(rest[: max(0, minimum - len(chosen))])
+
+
+def heldout_pictures(images: list[Path], share: float, minimum: int) -> set[str]:
+    """`heldout` over pictures: the stems of images with the same content (one picture labelled once per
+    object) are held out or trained on together, so no picture is trained on and then scored."""
+    groups: dict[str, list[str]] = {}
+    for image in images:
+        groups.setdefault(hashlib.sha256(image.read_bytes()).hexdigest(), []).append(image.stem)
+    key = {min(stems): stems for stems in groups.values()}  # a picture is named by its first stem
+    return {s for k in heldout(list(key), share, minimum) for s in key[k]}
 
 
 def write_json(path: Path, data) -> None:
@@ -215,11 +228,16 @@ class Learner:
         """Train a candidate from the current model, score both on the held-out masks, promote or not."""
         c = self.config
         pairs = self.pairs()
-        held = heldout([img.stem for img, _ in pairs], c.heldout_share, c.min_heldout)
+        held = heldout_pictures([img for img, _ in pairs], c.heldout_share, c.min_heldout)
+        # training's own val rows (its progress, never its pick), cut here so a picture stays in one split
+        rest = [img for img, _ in pairs if img.stem not in held]
+        val = heldout_pictures(rest, VAL_SHARE, 1) if len(rest) >= 3 else set()  # as split_pairs: none below 3
+        val = val if len(val) < len(rest) else set()
         work.mkdir(parents=True, exist_ok=True)
         csv = work / "data.csv"
+        split = {**dict.fromkeys(held, "test"), **dict.fromkeys(val, "val")}
         with csv.open("w", newline="") as f:
-            rows = [(img.resolve(), mask.resolve(), "test" if img.stem in held else "train") for img, mask in pairs]
+            rows = [(img.resolve(), mask.resolve(), split.get(img.stem, "train")) for img, mask in pairs]
             writer(f).writerows([("image", "mask", "split"), *rows])
         _, meta = load_model(self.current)
         run, log, t0 = work / "run", work / "log.txt", time.time()
@@ -243,7 +261,7 @@ class Learner:
         scores["new"] = self._score(str(candidate), csv, work / "eval-new", log)
         result = {
             "heldout": len(held),
-            "trained_on": len(pairs) - len(held),
+            "trained_on": len(pairs) - len(held) - len(val),
             "score_old": scores["old"]["noc90"],
             "score_new": scores["new"]["noc90"],
             "iou_old": scores["old"]["iou"],

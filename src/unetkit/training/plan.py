@@ -112,7 +112,7 @@ def decide(config: TrainConfig, run_dir: Path, log, task: Task, rt: Runtime, sav
     config = task.adapt_config(config)
     if config.data.root is None and config.data.csv is None:
         config = demo_config(config, run_dir, rt)
-    checked = check_dataset(config.data)
+    checked = check_dataset(config.data, objects_ok=config.clicks.interactive)
     recorded = run_split(saved.split, run_dir)[0] if saved is not None else None
     splits = _usable_splits(config, checked, recorded, log)
     data_classes = class_names(config.data, checked[2])
