@@ -44,8 +44,13 @@ def test_copies_of_one_picture_are_held_out_or_trained_on_together(tmp_path):
             images.append(path)
     held = heldout_pictures(images, 0.2, 3)
     pictures = {name.split("_")[0] for name in held}
-    assert len(pictures) >= 3 and held == {f"{p}_cell{j}" for p in pictures for j in range(4)}
+    assert 3 <= len(pictures) <= 12 and held == {f"{p}_cell{j}" for p in pictures for j in range(4)}
     assert held == heldout_pictures(images[::-1], 0.2, 3)
+    # The minimum counts images: of three pictures labelled four times each, one picture is held out,
+    # whatever their names hash to, and two are left to train on.
+    for first in range(0, 28, 3):
+        few = heldout_pictures(images[4 * first : 4 * first + 12], 0.0, 3)
+        assert len(few) == 4 and len({n.split("_")[0] for n in few}) == 1
 
 
 def test_held_out_images_are_stable_and_at_least_the_minimum():

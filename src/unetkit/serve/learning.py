@@ -46,24 +46,33 @@ class LearnConfig:
 VAL_SHARE = 0.15  # of the pictures not held out: training's val split (the share it would cut itself)
 
 
+def _rank(name: str) -> float:
+    return int(hashlib.sha256(name.encode()).hexdigest()[:12], 16) / 16**12
+
+
 def heldout(stems: list[str], share: float, minimum: int) -> set[str]:
     """The accepted images held out for scoring: those whose name hashes below `share`, topped up to
     `minimum` with the next lowest hashes. An image trained on never becomes held out later (that would
     flatter the model trained on it); a top-up image may join training once enough others hash low."""
-    rank = {s: int(hashlib.sha256(s.encode()).hexdigest()[:12], 16) / 16**12 for s in stems}
-    chosen = {s for s in stems if rank[s] < share}
-    rest = sorted((s for s in stems if s not in chosen), key=rank.get)
+    chosen = {s for s in stems if _rank(s) < share}
+    rest = sorted((s for s in stems if s not in chosen), key=_rank)
     return chosen | set(rest[: max(0, minimum - len(chosen))])
 
 
 def heldout_pictures(images: list[Path], share: float, minimum: int) -> set[str]:
     """`heldout` over pictures: the stems of images with the same content (one picture labelled once per
-    object) are held out or trained on together, so no picture is trained on and then scored."""
+    object) are held out or trained on together, so no picture is trained on and then scored. Pictures
+    are chosen by name hash as `heldout` does, topped up until at least `minimum` images are held out."""
     groups: dict[str, list[str]] = {}
     for image in images:
         groups.setdefault(hashlib.sha256(image.read_bytes()).hexdigest(), []).append(image.stem)
-    key = {min(stems): stems for stems in groups.values()}  # a picture is named by its first stem
-    return {s for k in heldout(list(key), share, minimum) for s in key[k]}
+    pictures = {min(stems): stems for stems in groups.values()}  # a picture is named by its first stem
+    chosen = {k for k in pictures if _rank(k) < share}
+    for k in sorted((k for k in pictures if k not in chosen), key=_rank):
+        if sum(len(pictures[c]) for c in chosen) >= minimum:
+            break
+        chosen.add(k)
+    return {s for k in chosen for s in pictures[k]}
 
 
 def write_json(path: Path, data) -> None:
@@ -232,7 +241,7 @@ class Learner:
         # training's own val rows (its progress, never its pick), cut here so a picture stays in one split
         rest = [img for img, _ in pairs if img.stem not in held]
         val = heldout_pictures(rest, VAL_SHARE, 1) if len(rest) >= 3 else set()  # as split_pairs: none below 3
-        val = val if len(val) < len(rest) else set()
+        val = val if len(val) <= len(rest) // 2 else set()  # one picture labelled many times is kept to train
         work.mkdir(parents=True, exist_ok=True)
         csv = work / "data.csv"
         split = {**dict.fromkeys(held, "test"), **dict.fromkeys(val, "val")}
@@ -246,10 +255,11 @@ class Learner:
         limit = train_limit(c.minutes * 60, scoring)  # the whole job, both scorings included, fits
         # The held-out rows are the csv's test split: training never sees them, not even to pick its best
         # epoch (that would flatter the candidate), so the candidate is the end of the schedule, last.pt.
+        # --split 1,0,0: training cuts no val of its own (it would split a picture's copies); the csv's is it.
         train = ["train", "--data", str(csv), "--interactive", "--init", self.current, "--out", str(run),
                  "--resize", meta.resize, "--size", ",".join(map(str, meta.size)), "--epochs", "1000",
                  "--fill-time-limit", "--time-limit", f"{limit}s", "--sample-every", "0",
-                 "--lr", str(c.lr), "--encoder-lr-scale", "0.1"]  # fmt: skip
+                 "--lr", str(c.lr), "--encoder-lr-scale", "0.1", "--split", "1,0,0"]  # fmt: skip
         if meta.click_view_size:
             train += ["--view-size", str(meta.click_view_size)]
         candidate = run / "checkpoints" / "last.pt"
