@@ -131,7 +131,10 @@ def main() -> None:
     lines = [
         f"## Time per click (cpu, {cpu_class()})",
         "",
-        header(f"python benchmarks/bench_clicks.py --model {args.model} --size {args.size} --repeat {args.repeat}"),
+        header(
+            f"python benchmarks/bench_clicks.py --model {args.model} --size {args.size} --repeat {args.repeat}"
+            + " --int8" * args.int8
+        ),
         f"{describe(path)}, one {args.size}x{args.size} image, median of {args.repeat} clicks after a warm-up. "
         "Targets: <= 60 ms for the model step of the shipped click model with the engine auto picks (issue 21), "
         f"<= 30 ms for the whole HTTP request (issue 23).{gate}",
