@@ -54,25 +54,34 @@ def heldout(stems: list[str], share: float, minimum: int) -> set[str]:
     """The accepted images held out for scoring: those whose name hashes below `share`, topped up to
     `minimum` with the next lowest hashes. An image trained on never becomes held out later (that would
     flatter the model trained on it); a top-up image may join training once enough others hash low."""
-    chosen = {s for s in stems if _rank(s) < share}
-    rest = sorted((s for s in stems if s not in chosen), key=_rank)
-    return chosen | set(rest[: max(0, minimum - len(chosen))])
+    return pick({s: [s] for s in stems}, share, minimum)
 
 
-def heldout_pictures(images: list[Path], share: float, minimum: int) -> set[str]:
-    """`heldout` over pictures: the stems of images with the same content (one picture labelled once per
-    object) are held out or trained on together, so no picture is trained on and then scored. Pictures
-    are chosen by name hash as `heldout` does, topped up until at least `minimum` images are held out."""
+def pictures(images: list[Path]) -> dict[str, list[str]]:
+    """Stems by picture: images with the same content (one picture labelled once per object) are one
+    picture, named by its first stem."""
     groups: dict[str, list[str]] = {}
     for image in images:
         groups.setdefault(hashlib.sha256(image.read_bytes()).hexdigest(), []).append(image.stem)
-    pictures = {min(stems): stems for stems in groups.values()}  # a picture is named by its first stem
-    chosen = {k for k in pictures if _rank(k) < share}
-    for k in sorted((k for k in pictures if k not in chosen), key=_rank):
-        if sum(len(pictures[c]) for c in chosen) >= minimum:
+    return {min(stems): stems for stems in groups.values()}
+
+
+def pick(groups: dict[str, list[str]], share: float, minimum: int) -> set[str]:
+    """`heldout` over groups held out or trained on together, so no picture is trained on and then
+    scored: groups chosen by name hash, topped up until at least `minimum` stems are held out."""
+    chosen = {k for k in groups if _rank(k) < share}
+    count = sum(len(groups[k]) for k in chosen)
+    for k in sorted((k for k in groups if k not in chosen), key=_rank):
+        if count >= minimum:
             break
         chosen.add(k)
-    return {s for k in chosen for s in pictures[k]}
+        count += len(groups[k])
+    return {s for k in chosen for s in groups[k]}
+
+
+def heldout_pictures(images: list[Path], share: float, minimum: int) -> set[str]:
+    """`heldout` over pictures (see `pictures`)."""
+    return pick(pictures(images), share, minimum)
 
 
 def write_json(path: Path, data) -> None:
@@ -237,11 +246,13 @@ class Learner:
         """Train a candidate from the current model, score both on the held-out masks, promote or not."""
         c = self.config
         pairs = self.pairs()
-        held = heldout_pictures([img for img, _ in pairs], c.heldout_share, c.min_heldout)
+        groups = pictures([img for img, _ in pairs])  # each image read once
+        held = pick(groups, c.heldout_share, c.min_heldout)
         # training's own val rows (its progress, never its pick), cut here so a picture stays in one split
-        rest = [img for img, _ in pairs if img.stem not in held]
-        val = heldout_pictures(rest, VAL_SHARE, 1) if len(rest) >= 3 else set()  # as split_pairs: none below 3
-        val = val if len(val) <= len(rest) // 2 else set()  # one picture labelled many times is kept to train
+        rest = {k: stems for k, stems in groups.items() if k not in held}
+        n_rest = len(pairs) - len(held)
+        val = pick(rest, VAL_SHARE, 1) if n_rest >= 3 else set()  # as split_pairs: none below 3
+        val = val if len(val) <= n_rest // 2 else set()  # one picture labelled many times is kept to train
         work.mkdir(parents=True, exist_ok=True)
         csv = work / "data.csv"
         split = {**dict.fromkeys(held, "test"), **dict.fromkeys(val, "val")}
