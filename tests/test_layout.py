@@ -30,8 +30,9 @@ LAYERS = [
     ("commands", "cli", "api", "__init__", "__main__"),
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
-# First-party modules that need an optional dependency (fastapi) and so are imported where used.
-OPTIONAL = ("unetkit.serve",)
+# First-party modules that need an optional dependency (fastapi), or pull torch.onnx (slow to import, so
+# every command would start slower), and so are imported where used.
+OPTIONAL = ("unetkit.serve", "unetkit.deploy.export", "unetkit.deploy.triton")
 MAX_MODULE_LINES = 350
 MAX_FUNCTION_LINES = 60
 

@@ -84,6 +84,9 @@ def wrap_for_training(model: torch.nn.Module, rt: Runtime, sync_bn: bool, compil
         device_ids = [rt.local_rank] if rt.device.type == "cuda" else None
         train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     if compile:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.deterministic = torch.are_deterministic_algorithms_enabled()
         train_model = torch.compile(train_model)
     return model, train_model
 

@@ -69,10 +69,9 @@ def wait_for_epochs(run, k, proc, timeout=120):
 
 
 def resume(run):
-    cmd = [sys.executable, "-m", "unetkit", "train", "--resume", str(run)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
+    """The last resume in this process (the CLI's --resume has run by then): a fresh `unetkit train`
+    costs ~7 s of imports and start-up before its first step."""
+    fit(resume=run)
 
 
 def assert_same_weights(run, reference):
@@ -141,3 +140,16 @@ def test_last_pt_round_trips_through_the_resume_record(tmp_path, trained_run):
     assert record.state == state and record.scaler is None and record.mean == meta.mean
     assert record.config == meta.train_config and record.split == meta.split
     assert all(torch.equal(record.state_dict[k], v) for k, v in model.state_dict().items())
+
+
+def test_deterministic_mode_is_on_and_only_warns():
+    """setup(deterministic=True) turns the global switch on in warn-only mode (what exact resume needs),
+    by the debug-mode call that does not import inductor (2.8 s of every --deterministic start)."""
+    from unetkit.runtime import setup
+
+    before = torch.get_deterministic_debug_mode()
+    try:
+        setup("cpu", "fp32", deterministic=True)
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+    finally:
+        torch.set_deterministic_debug_mode(before)

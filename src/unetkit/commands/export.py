@@ -6,8 +6,6 @@ import argparse
 from pathlib import Path
 
 from unetkit.deploy.engines import export_int8
-from unetkit.deploy.export import export
-from unetkit.deploy.triton import TritonOptions, write_repository
 
 HELP = "export a checkpoint to ONNX, safetensors or a Triton model repository, verified against PyTorch"
 
@@ -44,6 +42,9 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported here: torch.onnx and the exporters would slow every other command's start-up
+    from unetkit.deploy.export import export
+    from unetkit.deploy.triton import TritonOptions, write_repository
 
     images = [Path(p) for p in args.images] if args.images else None
     if args.format == "triton":

@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from unetkit.deploy.export import export_onnx, verify_onnx
 from unetkit.deploy.int8 import Int8Report, build_int8
 from unetkit.deploy.parity import sample_images
 from unetkit.errors import ConfigError
@@ -104,6 +103,8 @@ def onnx_for(checkpoint: Path, model, meta: ModelMeta, log=print) -> Path:
     digest = checkpoint_digest(checkpoint)
     path = cache_dir() / f"{digest}.onnx"
     if not path.is_file():
+        from unetkit.deploy.export import export_onnx, verify_onnx  # torch.onnx costs 0.4 s to import: only here
+
         log(f"engine: exporting {checkpoint} to ONNX once ({path})")
         tmp = path.with_suffix(f".{os.getpid()}.tmp.onnx")
         export_onnx(model, meta, tmp, variant="raw")

@@ -49,7 +49,7 @@ class RunFolder:
         self.path = Path(path)
         self.is_main = is_main
         self.board = None
-        self.curves_drawn = -float("inf")
+        self.curves_drawn = time.monotonic()  # a run shorter than CURVES_EVERY_S draws once, at its end
         if is_main:
             (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
 
