@@ -11,11 +11,13 @@ from unetkit.data.datasets import (
     RandomCropDataset,
     SampleCache,
     SegmentationDataset,
+    around_a_labelled_pixel,
     cache_budget,
     read_sample,
     worker_count,
     write_sample,
 )
+from unetkit.data.imageio import IGNORE
 from unetkit.data.splits import Pair
 
 
@@ -88,3 +90,40 @@ def test_disk_sample_round_trip_and_a_torn_file_is_refused(tmp_path):
     (tmp_path / "s").write_bytes((tmp_path / "s").read_bytes()[:-3])
     with pytest.raises(ValueError, match="not a cached sample"):
         read_sample(tmp_path / "s")
+
+
+class OneObject(torch.utils.data.Dataset):
+    """A 100x120 image whose only labelled pixels are a 4x4 object at (80, 10), an ignored band, and
+    a second image with nothing labelled."""
+
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, i):
+        mask = torch.zeros(100, 120, dtype=torch.uint8)
+        mask[:, 110:] = IGNORE
+        if i == 0:
+            mask[80:84, 10:14] = 1
+        return torch.zeros(3, 100, 120), mask
+
+
+def test_object_crops_hold_the_object_and_uniform_crops_mostly_miss_it():
+    held = [(RandomCropDataset(OneObject(), (32, 32), seed=s, foreground=1.0)[0][1] == 1).any() for s in range(40)]
+    assert all(held)  # wherever the object pixel falls inside the crop, the crop stays in the image
+    uniform = [(RandomCropDataset(OneObject(), (32, 32), seed=s)[0][1] == 1).any() for s in range(40)]
+    assert sum(uniform) < 10  # a 32x32 crop of 100x120 holds the object about 1 time in 10
+    image, mask = RandomCropDataset(OneObject(), (32, 32), seed=0, foreground=1.0)[1]
+    assert mask.shape == (32, 32) and image.shape == (3, 32, 32)  # nothing labelled: a uniform crop
+
+
+def test_around_a_labelled_pixel_keeps_the_crop_inside_and_ignores_ignore():
+    import random
+
+    mask = torch.full((10, 10), IGNORE, dtype=torch.uint8)
+    mask[9, 9] = 2
+    for s in range(20):
+        y, x = around_a_labelled_pixel(mask, (4, 4), random.Random(s), None)
+        assert (y, x) == (6, 6)  # the corner pixel can only be held by the corner crop
+    assert (
+        around_a_labelled_pixel(torch.full((10, 10), IGNORE, dtype=torch.uint8), (4, 4), random.Random(0), "d") == "d"
+    )

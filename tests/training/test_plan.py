@@ -55,3 +55,18 @@ def test_the_plan_is_frozen():
     assert dataclasses.is_dataclass(Plan) and Plan.__dataclass_params__.frozen
     with pytest.raises(dataclasses.FrozenInstanceError):
         Plan.__new__(Plan).config = None
+
+
+@pytest.mark.parametrize("interactive, share", [(True, 0.9), (False, 0.0)])
+def test_crop_mode_click_training_places_its_crops_on_objects(demo_dir, tmp_path, interactive, share):
+    """A click sample is one object: crop-mode click runs place clicks.object_crops of their crops on a
+    labelled pixel; plain segmentation keeps uniform crops."""
+    from unetkit.config.io import merge, resolve
+    from unetkit.data.check import check_dataset
+    from unetkit.data.datasets import RandomCropDataset
+
+    config = resolve(None, None, merge({"data": {"root": str(demo_dir), "resize": "crop", "size": (16, 16)}},
+                                       {"clicks": {"interactive": interactive}}))  # fmt: skip
+    _, splits, spec = check_dataset(config.data)
+    data, _ = unetkit.training.plan._datasets(config, splits, spec, tmp_path, print)
+    assert isinstance(data.train, RandomCropDataset) and data.train.foreground == share

@@ -261,6 +261,11 @@ class ClickConfig:
     auto_share: float = opt(0.1, "share of samples with no clicks (the automatic prediction)")
     zoom_share: float = opt(0.5, "share of samples cropped around their object at a random scale")
     whole_share: float = opt(0.5, "share of samples whose object is all foreground (else one region)")
+    object_crops: float = opt(
+        0.9,
+        "crop mode: share of training crops placed so they hold an object pixel (a uniform crop of an image "
+        "with one small labelled object usually misses it, and then teaches only 'nothing here')",
+    )
     prev_mask: bool = opt(True, "feed the previous prediction back as an input channel")
     val_clicks: int = opt(3, "clicks simulated per validation image (score: mean IoU over them)")
     view_size: int = opt(
@@ -272,7 +277,7 @@ class ClickConfig:
     def __post_init__(self) -> None:
         require(self.click_radius >= 1, "click_radius", "must be >= 1")
         require(0 <= self.click_iters <= 20, "click_iters", "must be 0..20")
-        for name in ("auto_share", "zoom_share", "whole_share"):
+        for name in ("auto_share", "zoom_share", "whole_share", "object_crops"):
             require(0 <= getattr(self, name) <= 1, name, "must be in [0, 1]")
         require(1 <= self.val_clicks <= 20, "val_clicks", "must be 1..20")
         require(self.view_size == 0 or 32 <= self.view_size <= 4096, "view_size", "use 0 or 32..4096 px")

@@ -200,12 +200,15 @@ class SegmentationDataset(torch.utils.data.Dataset):
 class RandomCropDataset(torch.utils.data.Dataset):
     """Random crops of `size` at native resolution; deterministic per (seed, epoch, index).
 
-    Images smaller than the crop are padded (image 0, mask IGNORE)."""
+    Images smaller than the crop are padded (image 0, mask IGNORE). A share `foreground` of the crops
+    is placed around a random labelled pixel (class > 0), anywhere inside the crop: what click training
+    needs, where a sample is one object (nnU-Net oversamples foreground the same way)."""
 
-    def __init__(self, base: SegmentationDataset, size: tuple[int, int], seed: int = 0) -> None:
+    def __init__(self, base: SegmentationDataset, size: tuple[int, int], seed: int = 0, foreground: float = 0.0):
         self.base = base
         self.size = tuple(size)
         self.seed = seed
+        self.foreground = foreground
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -225,7 +228,20 @@ class RandomCropDataset(torch.utils.data.Dataset):
             h, w = mask.shape
         g = random.Random(hash((self.seed, self.epoch, i)))
         y, x = g.randint(0, h - th), g.randint(0, w - tw)
+        if self.foreground and g.random() < self.foreground:
+            y, x = around_a_labelled_pixel(mask, (th, tw), g, (y, x))
         return image[:, y : y + th, x : x + tw], mask[y : y + th, x : x + tw]
+
+
+def around_a_labelled_pixel(mask: torch.Tensor, size: tuple[int, int], g: random.Random, default):
+    """The corner of a crop of `size` that holds a random labelled pixel of `mask` at a random place
+    inside it (the crop stays inside the image); `default` when nothing is labelled."""
+    labelled = ((mask > 0) & (mask != IGNORE)).nonzero()
+    if not len(labelled):
+        return default
+    py, px = labelled[g.randrange(len(labelled))].tolist()
+    (h, w), (th, tw) = mask.shape, size
+    return g.randint(max(0, py - th + 1), min(py, h - th)), g.randint(max(0, px - tw + 1), min(px, w - tw))
 
 
 # ----------------------------------------------------------------------------------------------

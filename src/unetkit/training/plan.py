@@ -158,7 +158,8 @@ def _datasets(config: TrainConfig, splits, spec: MaskSpec, run_dir: Path, log) -
     size = tuple(dc.size)
     fixed = size if dc.resize == "resize" else None
     train_base = SegmentationDataset(splits["train"], spec, dc.in_channels, fixed, cache)
-    train = train_base if dc.resize == "resize" else RandomCropDataset(train_base, size, config.seed)
+    objects = config.clicks.object_crops if config.clicks.interactive else 0.0  # a click sample is one object
+    train = train_base if dc.resize == "resize" else RandomCropDataset(train_base, size, config.seed, objects)
     val = SegmentationDataset(splits["val"], spec, dc.in_channels, None, cache, dtype=torch.float32)
     return TrainData(train, val, workers), train_base
 
