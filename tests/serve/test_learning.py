@@ -27,11 +27,19 @@ from unetkit.serve.app import create_app  # noqa: E402
 from unetkit.serve.learning import (  # noqa: E402
     LearnConfig,
     better_or_equal,
-    heldout,
-    heldout_pictures,
     load_state,
     model_path,
+    pick,
+    pictures,
 )
+
+
+def heldout(stems, share, minimum):  # each image its own group
+    return pick({s: [s] for s in stems}, share, minimum)
+
+
+def heldout_pictures(images, share, minimum):
+    return pick(pictures(images), share, minimum)
 
 
 def test_copies_of_one_picture_are_held_out_or_trained_on_together(tmp_path):

@@ -50,13 +50,6 @@ def _rank(name: str) -> float:
     return int(hashlib.sha256(name.encode()).hexdigest()[:12], 16) / 16**12
 
 
-def heldout(stems: list[str], share: float, minimum: int) -> set[str]:
-    """The accepted images held out for scoring: those whose name hashes below `share`, topped up to
-    `minimum` with the next lowest hashes. An image trained on never becomes held out later (that would
-    flatter the model trained on it); a top-up image may join training once enough others hash low."""
-    return pick({s: [s] for s in stems}, share, minimum)
-
-
 def pictures(images: list[Path]) -> dict[str, list[str]]:
     """Stems by picture: images with the same content (one picture labelled once per object) are one
     picture, named by its first stem."""
@@ -67,8 +60,11 @@ def pictures(images: list[Path]) -> dict[str, list[str]]:
 
 
 def pick(groups: dict[str, list[str]], share: float, minimum: int) -> set[str]:
-    """`heldout` over groups held out or trained on together, so no picture is trained on and then
-    scored: groups chosen by name hash, topped up until at least `minimum` stems are held out."""
+    """The accepted images held out for scoring, by group (a picture's copies, see `pictures`: held out
+    or trained on together): the groups whose name hashes below `share`, topped up with the next lowest
+    hashes until at least `minimum` images are held out. An image trained on never becomes held out later
+    (that would flatter the model trained on it); a top-up group may join training once enough others
+    hash low."""
     chosen = {k for k in groups if _rank(k) < share}
     count = sum(len(groups[k]) for k in chosen)
     for k in sorted((k for k in groups if k not in chosen), key=_rank):
@@ -77,11 +73,6 @@ def pick(groups: dict[str, list[str]], share: float, minimum: int) -> set[str]:
         chosen.add(k)
         count += len(groups[k])
     return {s for k in chosen for s in groups[k]}
-
-
-def heldout_pictures(images: list[Path], share: float, minimum: int) -> set[str]:
-    """`heldout` over pictures (see `pictures`)."""
-    return pick(pictures(images), share, minimum)
 
 
 def write_json(path: Path, data) -> None:
