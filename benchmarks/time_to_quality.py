@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import header, machine, write_section  # noqa: E402
+from common import cpu_class, header, machine, write_section  # noqa: E402
 
 HERE = Path(__file__).parent
 SPLIT = HERE / "splits" / "isbi2012_em.csv"
@@ -141,7 +141,7 @@ def unetkit_run(budget_s: float, work: Path) -> dict:
 def table(rows: list[dict], command: str) -> str:
     ref = next(r for r in rows if r["run"] == "reference")
     lines = [
-        "## Time to a quality: milesial's recipe vs `unetkit train --time-budget` (cpu, ISBI as RGB)",
+        f"## Time to a quality: milesial's recipe vs `unetkit train --time-budget` (cpu, {cpu_class()}, ISBI as RGB)",
         "",
         header(command),
         __doc__.split("\n\n")[1].replace("\n", " "),
@@ -179,7 +179,7 @@ def main() -> None:
     with ROWS.open("a") as f:
         f.writelines(json.dumps({**r, **stamp}) + "\n" for r in rows)
     command = "python benchmarks/time_to_quality.py " + " ".join(sys.argv[1:])
-    write_section("time-to-quality", table(rows, command))
+    write_section(f"time-to-quality-cpu-{cpu_class()}", table(rows, command))  # one section per CPU class
 
 
 if __name__ == "__main__":

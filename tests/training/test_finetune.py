@@ -279,6 +279,25 @@ def test_train_picks_the_shipped_model_of_the_datas_kind(learn_dir, multiclass_d
     assert "re-initialised: head.weight (11x16x1x1 -> 4x16x1x1), head.bias (11 -> 4)" in out
 
 
+def test_grey_images_train_from_scratch_and_say_why(learn_dir, tmp_path):
+    """Grey files read as RGB (ISBI's EM slices with --in-channels 3) are not the colour photos the
+    shipped models learnt: auto trains from scratch and says so; colour copies of the same data still
+    start from builtin:objects."""
+    grey = tmp_path / "grey"
+    for path in learn_dir.rglob("*.png"):
+        out = grey / path.relative_to(learn_dir)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        image = Image.open(path)
+        (image if "masks" in path.parts else image.convert("L")).save(out)
+    args = ["train", "--data", grey, "--in-channels", 3, "--epochs", 0, "--size", "64,64", "--out", tmp_path / "g"]
+    code, out = cli(*args)
+    assert code == 0, out
+    assert "init: from scratch (grey images" in out and "starting from builtin:" not in out
+    assert json.loads((tmp_path / "g" / "config.json").read_text())["finetune"]["init"] == "none"
+    code, out = cli(*args[:-1], tmp_path / "told", "--init", "builtin:objects")
+    assert code == 0 and "init: starting from builtin:objects" in out and "grey images" not in out
+
+
 def test_shipped_objects_model_segments_real_photos(tmp_path):
     """builtin:objects on GrabCut, which it never saw: a real object mask, not a blob."""
     from conftest import shared_dataset

@@ -29,6 +29,7 @@ CLICK_CHANNELS = 3
 IMAGENET = "imagenet"  # --init imagenet: the pretrained encoder, no trained model
 IMAGENET_ENCODER = "efficientnet-lite0"
 IMAGENET_WIDTHS = (16, 32, 64, 128)  # the shipped models' decoder
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
 
 
 @dataclass(frozen=True)
@@ -102,14 +103,24 @@ def load_source(ref: str) -> Source:
     return Source(ref, meta, {k: v.detach().clone() for k, v in model.state_dict().items()})
 
 
-def choose_init(config: TrainConfig, num_classes: int) -> str:
+def is_grey(modes: dict[str, int]) -> bool:
+    """Most image files hold one channel (ISBI's EM slices read as RGB, say): not the colour photos the
+    shipped segmentation models learnt from, and benchmarks/finetune.py measured scratch ahead there."""
+    grey = sum(n for mode, n in modes.items() if mode in GREY_MODES)
+    return grey * 2 > sum(modes.values())
+
+
+def choose_init(config: TrainConfig, num_classes: int, modes: dict[str, int] | None = None) -> str:
     """The init reference a run uses: `config.finetune.init`, or for "auto" a shipped model that fits
-    (same image channels, same kind of model, and the user did not ask for another network)."""
+    (same image channels, same kind of model, colour images unless it is a click model, and the user
+    did not ask for another network). `modes`: the data check's count of image file modes."""
     ref = config.finetune.init
     if ref != "auto":
         return ref
     if config.data.root is None and config.data.csv is None:
         return "none"  # demo data
+    if modes and is_grey(modes) and not config.clicks.interactive:
+        return "none"
     net, default = config.model, NetConfig()
     asked = (net.widths, net.upsampling, net.dropout, net.encoder)
     if asked != (default.widths, default.upsampling, default.dropout, default.encoder):
@@ -120,13 +131,20 @@ def choose_init(config: TrainConfig, num_classes: int) -> str:
     return "none"
 
 
-def start_from(config: TrainConfig, num_classes: int, log) -> tuple[TrainConfig, Source | None]:
+def start_from(
+    config: TrainConfig, num_classes: int, log, modes: dict[str, int] | None = None
+) -> tuple[TrainConfig, Source | None]:
     """(config with the init made concrete and the source's network, the source or None)."""
-    ref = choose_init(config, num_classes)
+    ref = choose_init(config, num_classes, modes)
     picked = config.finetune.init == "auto"
     ft = dataclasses.replace(config.finetune, init=ref, encoder_lr_scale=encoder_scale(config.finetune))
     config = dataclasses.replace(config, finetune=ft)
     if ref == "none":
+        if picked and modes and is_grey(modes) and not config.clicks.interactive:
+            log(
+                "init: from scratch (grey images: the shipped models learnt colour photos and started worse than "
+                "scratch on grey data in benchmarks/finetune.py; --init builtin:objects tries one anyway)"
+            )
         return config, None
     if ref == IMAGENET:
         return from_imagenet(config, picked, log), None

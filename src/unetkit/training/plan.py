@@ -119,7 +119,7 @@ def decide(config: TrainConfig, run_dir: Path, log, task: Task, rt: Runtime, sav
     source = None
     user_encoder_lr = config.finetune.encoder_lr_scale
     if saved is None:
-        config, source = start_from(config, len(task.classes or data_classes), log)
+        config, source = start_from(config, len(task.classes or data_classes), log, checked[0].modes)
     config = resolve_norm(config, len(splits["train"]))
     reasoning = None
     if budget_s and saved is None:
