@@ -47,13 +47,23 @@ class Runtime:
         return text
 
 
-def cpu_has_fast_bf16() -> bool:
-    """True on CPUs with AMX-BF16 or AVX512-BF16, where bf16 autocast beats fp32."""
+def _cpu_has(*names: str) -> bool:
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        flags = Path("/proc/cpuinfo").read_text().split()
     except OSError:
         return False
-    return any(f in flags.split() for f in ("amx_bf16", "avx512_bf16"))
+    return any(f in flags for f in names)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True on CPUs with AMX-BF16 or AVX512-BF16, where bf16 autocast beats fp32."""
+    return _cpu_has("amx_bf16", "avx512_bf16")
+
+
+def cpu_has_vnni() -> bool:
+    """True on CPUs with an int8 dot product (VNNI, AMX-INT8); without one, onnxruntime's uint8 x int8
+    kernels sum pairs in int16 and can saturate, which 7-bit weights (reduce_range) avoid."""
+    return _cpu_has("avx512_vnni", "avx_vnni", "amx_int8")
 
 
 def choose_device(name: str = "auto") -> torch.device:

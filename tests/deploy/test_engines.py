@@ -84,3 +84,21 @@ def test_a_shipped_model_reaches_an_engine_as_its_file(cache, monkeypatch):
     seg = load("builtin:objects", "onnxruntime", "cpu", "fp32")
     assert seg.engine == "onnxruntime" and len(seen) == 1
     assert seen[0] == engines.checkpoint_digest(builtin.get("objects").path)
+
+
+def test_auto_times_a_click_model_at_the_size_it_is_served_at(cache, monkeypatch):
+    """builtin:clicks trains at 192 px but runs at its view size (320): auto times that, with the
+    click channels, each engine as the median of a few runs (at 192 px one run each had tied them)."""
+    from unetkit.deploy import engines
+
+    shapes = []
+
+    def timed(engine, x, rt, repeat=3):
+        shapes.append(tuple(x.shape))
+        return 0.01
+
+    monkeypatch.setattr(engines, "installed", lambda checkpoint=None: ["torch"])
+    monkeypatch.setattr(engines, "_median_seconds", timed)
+    seg = load("builtin:clicks", "auto", "cpu", "fp32", log=lambda m: None)
+    assert seg.engine == "torch" and shapes == [(1, 6, 320, 320)]
+    assert seg.meta.click_view_size == 320 and tuple(seg.meta.size) == (192, 192)

@@ -100,3 +100,22 @@ def test_int8_needs_the_runs_data(trained_run, cache, monkeypatch):
     model, meta = engines.load_model(ckpt)
     with pytest.raises(engines.ConfigError, match="training and validation images"):
         int8.build_int8(model, meta, cache / "x.onnx", cache / "x.int8.onnx", None)
+
+
+def test_cpus_without_vnni_get_7_bit_weights(trained_run, cache, monkeypatch, tmp_path):
+    """Without an int8 dot product (AVX2 only) onnxruntime's uint8 x int8 kernels can saturate, so the
+    graph is built with reduce_range: every int8 weight within [-64, 64] (full range with VNNI)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model, meta = engines.load_model(trained_run.best_checkpoint)
+    fp32 = engines.onnx_for(engines.checkpoint_file(trained_run.best_checkpoint), model, meta, lambda m: None)
+    spans = {}
+    for vnni in (True, False):
+        monkeypatch.setattr(int8, "cpu_has_vnni", lambda vnni=vnni: vnni)
+        logs, out = [], tmp_path / f"vnni-{vnni}.onnx"
+        int8.build_int8(model, meta, fp32, out, lambda p: engines.OnnxRuntimeEngine(p, 1), logs.append)
+        weights = [numpy_helper.to_array(t) for t in onnx.load(str(out)).graph.initializer if t.data_type == 3]
+        spans[vnni] = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+        assert any(("7-bit weights" in line) == (not vnni) for line in logs if "calibrating" in line)
+    assert spans[False] <= 64 < spans[True]

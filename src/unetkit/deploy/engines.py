@@ -186,22 +186,31 @@ def choose(checkpoint: Path, model, meta: ModelMeta, rt, log=print):
     if key in choices and set(choices[key]["ms"]) == set(names):  # measured with these same candidates
         name = choices[key]["engine"]
         return make_engine(name, checkpoint, model, meta, rt.device, log), name
-    h, w = meta.size
+    h, w = (meta.click_view_size,) * 2 if meta.click_view_size else meta.size  # the size it runs at
     x = torch.randn(1, model.config.in_channels, h, w)  # click models: image + click channels
     timings, engines = {}, {}
     for name in names:
         engine = make_engine(name, checkpoint, model, meta, rt.device, log)
-        with torch.no_grad():
-            run_model(engine, x, rt)  # warm-up
-            t = time.perf_counter()
-            run_model(engine, x, rt)
-        timings[name], engines[name] = time.perf_counter() - t, engine
+        timings[name], engines[name] = _median_seconds(engine, x, rt), engine
     name = min(timings, key=timings.get)
     log("engine auto: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in timings.items()) + f" per image; using {name}")
     memo.parent.mkdir(parents=True, exist_ok=True)
     choices[key] = {"engine": name, "ms": {k: round(v * 1000, 1) for k, v in timings.items()}}
     memo.write_text(json.dumps(choices, indent=1))
     return engines[name], name
+
+
+def _median_seconds(engine, x: torch.Tensor, rt, repeat: int = 3) -> float:
+    """One engine's time per image: the median of a few runs after a warm-up (one run alone let
+    noise pick between engines that differ by 2x at the size the model is served at)."""
+    times = []
+    with torch.no_grad():
+        run_model(engine, x, rt)  # warm-up
+        for _ in range(repeat):
+            t = time.perf_counter()
+            run_model(engine, x, rt)
+            times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
 
 
 def load(path: str | Path, engine: str = "torch", device: str = "auto", precision: str = "auto", log=None) -> Segmenter:

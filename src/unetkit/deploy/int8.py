@@ -29,7 +29,7 @@ from unetkit.infer.evaluation import evaluate
 from unetkit.infer.predict import Segmenter
 from unetkit.interactive.evaluate import object_and_ignore, simulate
 from unetkit.interactive.predictor import ClickPredictor
-from unetkit.runtime import setup
+from unetkit.runtime import cpu_has_vnni, setup
 
 MAX_DROP = 0.005  # the largest fall of the validation metric an int8 graph may cost
 CALIBRATION_IMAGES = 16  # training images whose network inputs calibrate the activation ranges
@@ -149,8 +149,9 @@ class Feed:
         return next(self.items, None)
 
 
-def quantize(fp32_onnx: Path, out: Path, inputs: list[np.ndarray]) -> Path:
-    """QDQ int8 graph of `fp32_onnx`, activation ranges from `inputs` (min-max)."""
+def quantize(fp32_onnx: Path, out: Path, inputs: list[np.ndarray], reduce_range: bool = False) -> Path:
+    """QDQ int8 graph of `fp32_onnx`, activation ranges from `inputs` (min-max); `reduce_range`: 7-bit
+    weights, onnxruntime's advice for CPUs without VNNI."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -163,7 +164,7 @@ def quantize(fp32_onnx: Path, out: Path, inputs: list[np.ndarray]) -> Path:
             quant_pre_process(str(fp32_onnx), str(prepared), skip_symbolic_shape=True)
             quantize_static(
                 str(prepared), str(out), Feed(inputs), quant_format=QuantFormat.QDQ, per_channel=True,
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=reduce_range,
             )  # fmt: skip
     finally:
         root.setLevel(level)
@@ -182,10 +183,12 @@ def build_int8(model, meta: ModelMeta, fp32_onnx: Path, out: Path, run_engine, l
             f"recorded are not on this machine ({meta.split and meta.split.get('source')}); use an fp32 engine "
             "(--engine openvino or onnxruntime)"
         )
-    log(f"int8: calibrating on {min(len(train), CALIBRATION_IMAGES)} training images, scoring on {split}")
+    reduce_range = not cpu_has_vnni()  # the graph is built and scored on the machine that runs it
+    log(f"int8: calibrating on {min(len(train), CALIBRATION_IMAGES)} training images, scoring on {split}"
+        + ("; 7-bit weights (this CPU has no VNNI)" if reduce_range else ""))  # fmt: skip
     inputs = calibration_inputs(model, meta, train)
     tmp = out.with_suffix(f".{os.getpid()}.tmp.onnx")
-    quantize(fp32_onnx, tmp, inputs)
+    quantize(fp32_onnx, tmp, inputs, reduce_range)
     metric, fp32 = score(fp32_segmenter(model, meta), val)
     _, int8 = score(Segmenter(run_engine(tmp), meta, setup("cpu", "fp32", channels_last=False), "int8"), val)
     report = Int8Report(metric, fp32, int8, len(val), min(len(train), CALIBRATION_IMAGES), split,
