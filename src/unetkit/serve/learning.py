@@ -38,6 +38,7 @@ class LearnConfig:
     nice: int = 10  # the retrain's priority below the server's
     heldout_share: float = 0.2  # of the accepted masks, scored and never trained on
     min_heldout: int = 3
+    max_heldout: int = 12  # scoring grows with it and eats the bound: 19 held out left 73 s of 180 to train
     min_train: int = 2
     clicks: int = 10  # the held-out protocol: clicks to IoU 0.90 (NoC@90), at most this many (RITM's clicker)
     lr: float = 1e-3  # fine-tuning's (the encoder's 0.1x): best of 1e-4/3e-4/1e-3, benchmarks/retrain_recipe_check.py
@@ -59,14 +60,19 @@ def pictures(images: list[Path]) -> dict[str, list[str]]:
     return {min(stems): stems for stems in groups.values()}
 
 
-def pick(groups: dict[str, list[str]], share: float, minimum: int) -> set[str]:
+def pick(groups: dict[str, list[str]], share: float, minimum: int, maximum: int = 0) -> set[str]:
     """The accepted images held out for scoring, by group (a picture's copies, see `pictures`: held out
-    or trained on together): the groups whose name hashes below `share`, topped up with the next lowest
-    hashes until at least `minimum` images are held out. An image trained on never becomes held out later
-    (that would flatter the model trained on it); a top-up group may join training once enough others
-    hash low."""
-    chosen = {k for k in groups if _rank(k) < share}
-    count = sum(len(groups[k]) for k in chosen)
+    or trained on together): the groups whose name hashes below `share` (with `maximum`, only the lowest
+    of them, while they hold at most that many images), topped up with the next lowest hashes until at
+    least `minimum` images are held out. An image trained on never becomes held out later (that would
+    flatter the model trained on it); a top-up group, or one that a new lower hash pushes past
+    `maximum`, joins training."""
+    chosen, count = set(), 0
+    for k in sorted((k for k in groups if _rank(k) < share), key=_rank):
+        if maximum and chosen and count + len(groups[k]) > maximum:
+            break  # a prefix of the hash order: once pushed out, a group never comes back
+        chosen.add(k)
+        count += len(groups[k])
     for k in sorted((k for k in groups if k not in chosen), key=_rank):
         if count >= minimum:
             break
@@ -107,16 +113,38 @@ def train_limit(bound_s: float, scoring_s: float) -> int:
 
 
 def score(summary: dict) -> dict:
-    """What the person pays: the clicks an image needs to reach IoU 0.90 (NoC@90, lower is better), and
-    the mean IoU over the clicks to break ties. (Mean IoU after 1..5 clicks alone misled: fine-tuned on
-    CamVid cars, a model gained there and needed more clicks to reach 0.90, its edges worse.)"""
+    """What the person pays: the clicks an image needs to reach IoU 0.90 (NoC@90, lower is better), the
+    mean IoU over the clicks, and the share of images that never reached 0.90 within them."""
     ious = summary["iou_at_clicks"]
-    return {"noc90": round(float(summary["noc90"]), 3), "iou": round(float(sum(ious) / len(ious)), 4)}
+    failed = summary.get("nof90", 0) / max(1, int(summary.get("num_images", 1)))
+    return {
+        "noc90": round(float(summary["noc90"]), 3),
+        "iou": round(float(sum(ious) / len(ious)), 4),
+        "failed": round(float(failed), 3),
+    }
+
+
+def by_iou(old: dict) -> bool:
+    """Most held-out masks never reached 0.90 with the served model: their NoC@90 is the click cap and
+    says nothing, so the mean IoU over the clicks decides. (ISBI's cells: nine candidates raised it, e.g.
+    0.48 -> 0.58, 0.60 -> 0.66, and all were refused for 0.2-2 more clicks on 4-12 cells, mostly capped.)"""
+    return old.get("failed", 0) > 0.5
+
+
+def metric(old: dict, clicks: int) -> str:
+    """The promotion rule's measure in words, as the page and the history show it."""
+    if by_iou(old):
+        return f"mean IoU over {clicks} clicks on the held-out masks (most never reach 0.90; higher is better)"
+    return f"clicks to IoU 0.90 on the held-out masks (NoC@90, at most {clicks}; lower is better)"
 
 
 def better_or_equal(new: dict, old: dict) -> bool:
     """The promotion rule: a candidate must need no more clicks than the served model (at equal
-    clicks, no lower IoU)."""
+    clicks, no lower IoU); where NoC@90 is mostly the cap (`by_iou`), no lower mean IoU. (Mean IoU
+    alone misled where 0.90 is reached: fine-tuned on CamVid cars, a model gained there and needed
+    more clicks to reach 0.90, its edges worse.)"""
+    if by_iou(old):
+        return new["iou"] >= old["iou"]
     return (new["noc90"], -new["iou"]) <= (old["noc90"], -old["iou"])
 
 
@@ -238,7 +266,7 @@ class Learner:
         c = self.config
         pairs = self.pairs()
         groups = pictures([img for img, _ in pairs])  # each image read once
-        held = pick(groups, c.heldout_share, c.min_heldout)
+        held = pick(groups, c.heldout_share, c.min_heldout, c.max_heldout)
         # training's own val rows (its progress, never its pick), cut here so a picture stays in one split
         rest = {k: stems for k, stems in groups.items() if k not in held}
         n_rest = len(pairs) - len(held)
@@ -278,7 +306,7 @@ class Learner:
             "score_new": scores["new"]["noc90"],
             "iou_old": scores["old"]["iou"],
             "iou_new": scores["new"]["iou"],
-            "metric": f"clicks to IoU 0.90 on the held-out masks (NoC@90, at most {c.clicks}; lower is better)",
+            "metric": metric(scores["old"], c.clicks),
             "train_limit_s": limit,
         }
         if not self.promote(scores["new"], scores["old"]):
