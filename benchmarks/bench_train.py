@@ -28,7 +28,9 @@ NETWORKS = {  # --networks picks by key; seed and width32 are the default rows
 }
 
 
-def single(args: dict) -> dict:
+def make_step(args: dict):
+    """(one training step as a function, its precision in words) for args' mode: reference (fp32 NCHW
+    eager), autocast (plain bf16 autocast on NCHW) or ours (unetkit's own step)."""
     from unetkit import ModelConfig
     from unetkit.api import build_network, build_training, for_training, load_batch, resolve, setup, train_step
 
@@ -36,8 +38,6 @@ def single(args: dict) -> dict:
     size, batch, net, mode = args["size"], args["batch"], args["model"], args["mode"]
     net = {**net, "widths": tuple(net["widths"])}
     device = torch.device(args["device"])
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
     g = torch.Generator().manual_seed(0)
     images = torch.rand(batch * 2, 3, size, size, generator=g).half()
     masks = (torch.rand(batch * 2, size, size, generator=g) > 0.5).to(torch.uint8)
@@ -82,6 +82,19 @@ def single(args: dict) -> dict:
         precision = (
             f"{rt.precision}{' + channels_last' if rt.channels_last else ''}{' + compile' if config.compile else ''}"
         )
+    return step, precision
+
+
+def single(args: dict) -> dict:
+    from unetkit import ModelConfig
+    from unetkit.api import build_network
+
+    device = torch.device(args["device"])
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    step, precision = make_step(args)
+    size, batch = args["size"], args["batch"]
+    net = {**args["model"], "widths": tuple(args["model"]["widths"])}
     sec = timeit(step, device, warmup=2 if args.get("compile") else 1, repeat=args["steps"])
     flops = 3 * batch * conv_flops(build_network(ModelConfig(**net)), torch.randn(1, 3, size, size))
     mem = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else peak_rss_mb()
