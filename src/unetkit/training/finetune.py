@@ -110,6 +110,11 @@ def is_grey(modes: dict[str, int]) -> bool:
     return grey * 2 > sum(modes.values())
 
 
+def grey_segmentation(config: TrainConfig, modes: dict[str, int] | None) -> bool:
+    """A segmentation run on grey images: auto starts it from scratch (click models keep theirs)."""
+    return bool(modes) and is_grey(modes) and not config.clicks.interactive
+
+
 def choose_init(config: TrainConfig, num_classes: int, modes: dict[str, int] | None = None) -> str:
     """The init reference a run uses: `config.finetune.init`, or for "auto" a shipped model that fits
     (same image channels, same kind of model, colour images unless it is a click model, and the user
@@ -119,7 +124,7 @@ def choose_init(config: TrainConfig, num_classes: int, modes: dict[str, int] | N
         return ref
     if config.data.root is None and config.data.csv is None:
         return "none"  # demo data
-    if modes and is_grey(modes) and not config.clicks.interactive:
+    if grey_segmentation(config, modes):
         return "none"
     net, default = config.model, NetConfig()
     asked = (net.widths, net.upsampling, net.dropout, net.encoder)
@@ -140,7 +145,7 @@ def start_from(
     ft = dataclasses.replace(config.finetune, init=ref, encoder_lr_scale=encoder_scale(config.finetune))
     config = dataclasses.replace(config, finetune=ft)
     if ref == "none":
-        if picked and modes and is_grey(modes) and not config.clicks.interactive:
+        if picked and grey_segmentation(config, modes):
             log(
                 "init: from scratch (grey images: the shipped models learnt colour photos and started worse than "
                 "scratch on grey data in benchmarks/finetune.py; --init builtin:objects tries one anyway)"
