@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from unetkit.deploy.engines import load
 from unetkit.infer.predict import Segmenter
@@ -93,12 +94,38 @@ def test_auto_times_a_click_model_at_the_size_it_is_served_at(cache, monkeypatch
 
     shapes = []
 
-    def timed(engine, x, rt, repeat=3):
+    def timed(engines_, x, rt):
         shapes.append(tuple(x.shape))
-        return 0.01
+        return {name: 0.01 for name in engines_}
 
     monkeypatch.setattr(engines, "installed", lambda checkpoint=None: ["torch"])
     monkeypatch.setattr(engines, "_median_seconds", timed)
     seg = load("builtin:clicks", "auto", "cpu", "fp32", log=lambda m: None)
     assert seg.engine == "torch" and shapes == [(1, 6, 320, 320)]
     assert seg.meta.click_view_size == 320 and tuple(seg.meta.size) == (192, 192)
+
+
+def test_auto_times_engines_in_turns_so_a_slow_spell_slows_them_alike(monkeypatch):
+    """A shared machine slows down for a while: timed one engine after the other, the slower engine
+    that ran before the spell looked faster; timed in turns, the faster one wins."""
+    from unetkit.deploy import engines
+    from unetkit.runtime import setup
+
+    clock = {"now": 0.0, "calls": 0}
+
+    class Fake:
+        def __init__(self, cost):
+            self.cost = cost
+
+        def __call__(self, x):
+            clock["calls"] += 1
+            clock["now"] += self.cost * (1 if clock["calls"] <= 8 else 3)  # the spell starts at call 9
+            return x
+
+    monkeypatch.setattr(engines.time, "perf_counter", lambda: clock["now"])
+    monkeypatch.setattr(engines.time, "sleep", lambda s: None)
+    timings = engines._median_seconds(
+        {"slow": Fake(0.012), "fast": Fake(0.010)}, torch.zeros(1, 1, 2, 2), setup("cpu", "fp32")
+    )
+    assert min(timings, key=timings.get) == "fast"
+    assert timings == {"slow": pytest.approx(0.036), "fast": pytest.approx(0.030)}

@@ -188,10 +188,8 @@ def choose(checkpoint: Path, model, meta: ModelMeta, rt, log=print):
         return make_engine(name, checkpoint, model, meta, rt.device, log), name
     h, w = (meta.click_view_size,) * 2 if meta.click_view_size else meta.size  # the size it runs at
     x = torch.randn(1, model.config.in_channels, h, w)  # click models: image + click channels
-    timings, engines = {}, {}
-    for name in names:
-        engine = make_engine(name, checkpoint, model, meta, rt.device, log)
-        timings[name], engines[name] = _median_seconds(engine, x, rt), engine
+    engines = {name: make_engine(name, checkpoint, model, meta, rt.device, log) for name in names}
+    timings = _median_seconds(engines, x, rt)
     name = min(timings, key=timings.get)
     log("engine auto: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in timings.items()) + f" per image; using {name}")
     memo.parent.mkdir(parents=True, exist_ok=True)
@@ -200,17 +198,24 @@ def choose(checkpoint: Path, model, meta: ModelMeta, rt, log=print):
     return engines[name], name
 
 
-def _median_seconds(engine, x: torch.Tensor, rt, repeat: int = 3) -> float:
-    """One engine's time per image: the median of a few runs after a warm-up (one run alone let
-    noise pick between engines that differ by 2x at the size the model is served at)."""
-    times = []
+def _median_seconds(engines: dict, x: torch.Tensor, rt, rounds: int = 7) -> dict[str, float]:
+    """Each engine's time per image: the median of several rounds after a warm-up, the engines taking
+    turns within each round, so that a slow spell of a shared machine slows all of them alike (timed
+    one after the other, three runs each picked OpenVINO f32 over int8 on one run of the AVX2 EPYC and
+    int8 on the next, though int8 was 25% faster there). A pause before each run lets the previous
+    engine's worker threads stop spinning (back to back, they slowed OpenVINO from 48 to 73 ms), as
+    between a person's clicks."""
+    times: dict[str, list[float]] = {name: [] for name in engines}
     with torch.no_grad():
-        run_model(engine, x, rt)  # warm-up
-        for _ in range(repeat):
-            t = time.perf_counter()
-            run_model(engine, x, rt)
-            times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2]
+        for engine in engines.values():
+            run_model(engine, x, rt)  # warm-up
+        for _ in range(rounds):
+            for name, engine in engines.items():
+                time.sleep(0.05)  # let the last engine's worker threads stop spinning: served alone, none spin
+                t = time.perf_counter()
+                run_model(engine, x, rt)
+                times[name].append(time.perf_counter() - t)
+    return {name: sorted(ts)[len(ts) // 2] for name, ts in times.items()}
 
 
 def load(path: str | Path, engine: str = "torch", device: str = "auto", precision: str = "auto", log=None) -> Segmenter:
