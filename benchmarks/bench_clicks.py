@@ -90,6 +90,21 @@ def time_http(seg, png: bytes, repeat: int) -> float:
     return statistics.median(times[1:]) * 1000
 
 
+def other_weight_range(path, folder: Path) -> str:
+    """The gate of the int8 graph with the other weight range than this CPU's (8-bit weights where it
+    lacks VNNI, 7-bit where it has it), scored the same way: what the choice of range is worth here."""
+    from unetkit.api import OnnxRuntimeEngine, build_int8, cpu_has_vnni, export_onnx, load_segmenter
+
+    seg = load_segmenter(path, "torch", "cpu", "fp32", log=lambda m: None)
+    fp32 = export_onnx(seg.model, seg.meta, folder / "other.onnx", variant="raw")
+    threads = torch.get_num_threads()
+    seven = cpu_has_vnni()  # the other range than the one the engines use here
+    report = build_int8(seg.model, seg.meta, fp32, folder / "other.int8.onnx", lambda p: OnnxRuntimeEngine(p, threads),
+                        log=lambda m: None, reduce_range=seven)  # fmt: skip
+    ours = "8-bit weights (this CPU has VNNI)" if seven else "7-bit weights (this CPU has no VNNI)"
+    return f" The engines' graph has {ours}; with {'7' if seven else '8'}-bit weights instead: {report}."
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=512)
@@ -118,6 +133,7 @@ def main() -> None:
             except ConfigError as e:  # refused by its own score: timed without it, and the table says so
                 print(e, flush=True)
             gate = f" The int8 graph's gate: {Int8Report.read(next(Path(tmp, 'engines').glob('*.int8.json')))}."
+            gate += other_weight_range(path, Path(tmp))
         for engine in ["auto", *installed_engines(path)]:
             seg = load_segmenter(path, engine, "cpu", "auto", log=lambda m: None)
             predictor = ClickPredictor(seg)

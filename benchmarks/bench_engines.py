@@ -131,7 +131,8 @@ def main() -> None:
         "a warm-up; speed-ups against torch fp32 eager NCHW measured in the same run; agreement = share of mask "
         "pixels (logit > 0) equal to the reference's. ONNX engines run the raw graph of `unetkit export` (BatchNorm "
         "folded); OpenVINO uses bf16 inference precision where the CPU has bf16. int8: the same graph quantized "
-        "(onnxruntime's QDQ quantizer, per-channel int8 weights, uint8 activations), run by each runtime.",
+        "(onnxruntime's QDQ quantizer, per-channel int8 weights, uint8 activations; 7-bit weights where the CPU lacks "
+        "VNNI, as the engines build them), run by each runtime.",
         "",
         "| network | px | engine | latency ms | vs eager | img/s | vs eager | mask agreement |",
         "|---|---|---|---|---|---|---|---|",

@@ -10,7 +10,7 @@ from unetkit.deploy.engines import OnnxRuntimeEngine, OpenVinoEngine
 from unetkit.deploy.engines import installed as installed_engines
 from unetkit.deploy.engines import load as load_segmenter
 from unetkit.deploy.export import export_onnx, export_safetensors
-from unetkit.deploy.int8 import Int8Report
+from unetkit.deploy.int8 import Int8Report, build_int8
 from unetkit.deploy.int8 import quantize as quantize_int8
 from unetkit.infer import evaluation
 from unetkit.infer.builtin import available as builtin_models
@@ -23,7 +23,7 @@ from unetkit.interactive.evaluate import simulate as simulate_clicks
 from unetkit.interactive.evaluate import summarize as summarize_clicks
 from unetkit.interactive.predictor import ClickPredictor
 from unetkit.model import build as build_network
-from unetkit.runtime import Runtime, cpu_has_fast_bf16, for_training, setup
+from unetkit.runtime import Runtime, cpu_has_fast_bf16, cpu_has_vnni, for_training, setup
 from unetkit.training.autoconfig import epochs_for_budget, fingerprint, time_step
 from unetkit.training.loop import FitResult, fit
 from unetkit.training.plan import plan_for_budget as plan
@@ -53,6 +53,7 @@ __all__ = [
     "builtin_models",
     "check_dataset",
     "cpu_has_fast_bf16",
+    "cpu_has_vnni",
     "epochs_for_budget",
     "evaluate_checkpoint",
     "export_onnx",
@@ -62,6 +63,7 @@ __all__ = [
     "installed_engines",
     "Int8Report",
     "quantize_int8",
+    "build_int8",
     "load_batch",
     "load_model",
     "load_segmenter",

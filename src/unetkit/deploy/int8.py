@@ -149,9 +149,9 @@ class Feed:
         return next(self.items, None)
 
 
-def quantize(fp32_onnx: Path, out: Path, inputs: list[np.ndarray], reduce_range: bool = False) -> Path:
+def quantize(fp32_onnx: Path, out: Path, inputs: list[np.ndarray], reduce_range: bool | None = None) -> Path:
     """QDQ int8 graph of `fp32_onnx`, activation ranges from `inputs` (min-max); `reduce_range`: 7-bit
-    weights, onnxruntime's advice for CPUs without VNNI."""
+    weights, onnxruntime's advice for CPUs without VNNI (None: where this CPU lacks it)."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -161,6 +161,7 @@ def quantize(fp32_onnx: Path, out: Path, inputs: list[np.ndarray], reduce_range:
     try:
         with tempfile.TemporaryDirectory(prefix="unetkit-int8-") as tmp:
             prepared = Path(tmp) / "prepared.onnx"
+            reduce_range = not cpu_has_vnni() if reduce_range is None else reduce_range
             quant_pre_process(str(fp32_onnx), str(prepared), skip_symbolic_shape=True)
             quantize_static(
                 str(prepared), str(out), Feed(inputs), quant_format=QuantFormat.QDQ, per_channel=True,
@@ -171,10 +172,13 @@ def quantize(fp32_onnx: Path, out: Path, inputs: list[np.ndarray], reduce_range:
     return out
 
 
-def build_int8(model, meta: ModelMeta, fp32_onnx: Path, out: Path, run_engine, log=print) -> Int8Report:
+def build_int8(
+    model, meta: ModelMeta, fp32_onnx: Path, out: Path, run_engine, log=print, reduce_range: bool | None = None
+) -> Int8Report:
     """Calibrate, quantize into `out`, score int8 (run in `run_engine(path)`) against fp32 on the run's
     validation split, and write the report beside it (OUT.json). The graph is kept either way (the
-    report says whether it passed); callers refuse a failed one."""
+    report says whether it passed); callers refuse a failed one. `reduce_range` None: 7-bit weights
+    where this CPU lacks VNNI (the graph is built and scored on the machine that runs it)."""
     t0 = time.perf_counter()
     train, (split, val) = run_pairs(meta, "train"), _scoring_pairs(meta)
     if not train or not val:
@@ -183,9 +187,9 @@ def build_int8(model, meta: ModelMeta, fp32_onnx: Path, out: Path, run_engine, l
             f"recorded are not on this machine ({meta.split and meta.split.get('source')}); use an fp32 engine "
             "(--engine openvino or onnxruntime)"
         )
-    reduce_range = not cpu_has_vnni()  # the graph is built and scored on the machine that runs it
+    reduce_range = not cpu_has_vnni() if reduce_range is None else reduce_range
     log(f"int8: calibrating on {min(len(train), CALIBRATION_IMAGES)} training images, scoring on {split}"
-        + ("; 7-bit weights (this CPU has no VNNI)" if reduce_range else ""))  # fmt: skip
+        + ("; 7-bit weights" if reduce_range else ""))  # fmt: skip
     inputs = calibration_inputs(model, meta, train)
     tmp = out.with_suffix(f".{os.getpid()}.tmp.onnx")
     quantize(fp32_onnx, tmp, inputs, reduce_range)
