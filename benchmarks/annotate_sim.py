@@ -217,7 +217,7 @@ def wait_for(client: Client, proc, timeout: float = 600) -> None:
 
 HEAD = (
     "| domain | learning | images | clicks/image, all | clicks/image, 2nd half | the same images, learning off | "
-    "retrains (accepted) | retrain minutes, sum (max) | ms/click, no retrain | ms/click, during a retrain |"
+    "retrains (accepted) | retrain minutes, sum (max) | ms/click, no retrain | ms/click, during a retrain | run on |"
 )
 
 
@@ -246,7 +246,7 @@ def same_images_off(rows: list[dict], domain: str, imgs: list[dict]) -> str:
 
 
 def summary(rows: list[dict], first: list[dict]) -> list[str]:
-    lines = [HEAD, "|---" * 10 + "|"]
+    lines = [HEAD, "|---" * 11 + "|"]
     for domain, label, imgs, info in modes(rows, first):
         clicks = [r["clicks"] for r in imgs]
         same = same_images_off(rows, domain, imgs) if label != "off" else "-"
@@ -258,7 +258,7 @@ def summary(rows: list[dict], first: list[dict]) -> list[str]:
         late = f"{np.mean(clicks[len(clicks) // 2 :]):.2f}"
         cells = [domain, label, str(len(imgs)), f"{np.mean(clicks):.2f}", late, same,
                  f"{len(retrains)} ({accepted})", f"{sum(minutes):.1f} ({max(minutes, default=0):.1f})",
-                 median(quiet), median(busy)]  # fmt: skip
+                 median(quiet), median(busy), f"{info.get('machine', '-')}, {info.get('date', '-')[:10]}"]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
