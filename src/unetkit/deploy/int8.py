@@ -149,6 +149,12 @@ class Feed:
         return next(self.items, None)
 
 
+def seven_bit(reduce_range: bool | None) -> bool:
+    """Whether int8 weights use 7 bits: as asked, or by default where this CPU lacks VNNI (its uint8 x
+    int8 products saturate there)."""
+    return not cpu_has_vnni() if reduce_range is None else reduce_range
+
+
 def quantize(fp32_onnx: Path, out: Path, inputs: list[np.ndarray], reduce_range: bool | None = None) -> Path:
     """QDQ int8 graph of `fp32_onnx`, activation ranges from `inputs` (min-max); `reduce_range`: 7-bit
     weights, onnxruntime's advice for CPUs without VNNI (None: where this CPU lacks it)."""
@@ -161,11 +167,10 @@ def quantize(fp32_onnx: Path, out: Path, inputs: list[np.ndarray], reduce_range:
     try:
         with tempfile.TemporaryDirectory(prefix="unetkit-int8-") as tmp:
             prepared = Path(tmp) / "prepared.onnx"
-            reduce_range = not cpu_has_vnni() if reduce_range is None else reduce_range
             quant_pre_process(str(fp32_onnx), str(prepared), skip_symbolic_shape=True)
             quantize_static(
                 str(prepared), str(out), Feed(inputs), quant_format=QuantFormat.QDQ, per_channel=True,
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=reduce_range,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=seven_bit(reduce_range),
             )  # fmt: skip
     finally:
         root.setLevel(level)
@@ -187,7 +192,7 @@ def build_int8(
             f"recorded are not on this machine ({meta.split and meta.split.get('source')}); use an fp32 engine "
             "(--engine openvino or onnxruntime)"
         )
-    reduce_range = not cpu_has_vnni() if reduce_range is None else reduce_range
+    reduce_range = seven_bit(reduce_range)
     log(f"int8: calibrating on {min(len(train), CALIBRATION_IMAGES)} training images, scoring on {split}"
         + ("; 7-bit weights" if reduce_range else ""))  # fmt: skip
     inputs = calibration_inputs(model, meta, train)
