@@ -225,22 +225,39 @@ def median(values: list[float]) -> str:
     return f"{np.median(values):.0f}" if values else "-"
 
 
-def modes(rows: list[dict], first: list[dict]) -> list[tuple[str, str, list[dict], dict | None]]:
-    """(domain, label, image rows, run info) per run: off, on, and on with the first recipe."""
-    out = []
-    for domain in DOMAINS:
-        for label, source, learn in (("off", rows, False), ("on", rows, True), ("on, first recipe", first, True)):
-            imgs = [r for r in source if r["domain"] == domain and r["learn"] == learn and "clicks" in r]
-            info = next((r for r in source if r["domain"] == domain and r["learn"] == learn and "retrains" in r), None)
-            if imgs and info is not None:
-                out.append((domain, label, imgs, info))
+def runs(rows: list[dict]) -> list[tuple[list[dict], dict]]:
+    """(image rows, run info) per simulated run: a run's image rows are followed by its info row."""
+    out, imgs = [], []
+    for r in rows:
+        if "retrains" in r:
+            out.append((imgs, r))
+            imgs = []
+        elif "clicks" in r:
+            imgs.append(r)
     return out
 
 
-def same_images_off(rows: list[dict], domain: str, imgs: list[dict]) -> str:
-    """Learning off's clicks per image on the images a learning-on run labelled in its second half:
-    the fair comparison, as re-ranking by the retrained model changes which images come late."""
-    off = {r["name"]: r["clicks"] for r in rows if r["domain"] == domain and not r["learn"] and "clicks" in r}
+def modes(rows: list[dict], first: list[dict]) -> list[tuple[str, str, list[dict], dict]]:
+    """(domain, label, image rows, run info) per run, by domain: off, on, and on with the first recipe;
+    runs on other machines are rows of their own (the table names the machine)."""
+    out = []
+    for domain in DOMAINS:
+        for label, source, learn in (("off", rows, False), ("on", rows, True), ("on, first recipe", first, True)):
+            for imgs, info in runs(source):
+                if info["domain"] == domain and info["learn"] == learn and imgs:
+                    out.append((domain, label, imgs, info))
+    return out
+
+
+def same_images_off(rows: list[dict], imgs: list[dict], info: dict) -> str:
+    """Learning off's clicks per image on the images a learning-on run labelled in its second half,
+    from the off run of the same domain on the same machine: the fair comparison, as re-ranking by
+    the retrained model changes which images come late."""
+    offs = [i for i, o in runs(rows) if o["domain"] == info["domain"] and not o["learn"]
+            and o.get("machine") == info.get("machine")]  # fmt: skip
+    if not offs:
+        return "-"
+    off = {r["name"]: r["clicks"] for r in offs[-1]}
     late = [off.get(r["name"]) for r in imgs[len(imgs) // 2 :]]
     return f"{np.mean(late):.2f}" if late and None not in late else "-"
 
@@ -249,7 +266,7 @@ def summary(rows: list[dict], first: list[dict]) -> list[str]:
     lines = [HEAD, "|---" * 11 + "|"]
     for domain, label, imgs, info in modes(rows, first):
         clicks = [r["clicks"] for r in imgs]
-        same = same_images_off(rows, domain, imgs) if label != "off" else "-"
+        same = same_images_off(rows, imgs, info) if label != "off" else "-"
         quiet = [t for r in imgs if not r["retrain_running"] for t in r["ms_per_click"]]
         busy = [t for r in imgs if r["retrain_running"] for t in r["ms_per_click"]]
         retrains = info["retrains"]
@@ -270,11 +287,12 @@ def plot(rows: list[dict], first: list[dict]) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(DOMAINS), figsize=(11, 3.6))
-    for domain, label, imgs, _ in modes(rows, first):
+    for domain, label, imgs, info in modes(rows, first):
         ax = axes[list(DOMAINS).index(domain)]
         clicks = [r["clicks"] for r in imgs]
         smooth = np.convolve(clicks, np.ones(10) / 10, mode="valid") if len(clicks) >= 10 else clicks
-        ax.plot(np.arange(len(smooth)) + (10 if len(clicks) >= 10 else 1), smooth, label=f"learning {label}")
+        cpu = info.get("machine", "").split(" (")[-1].rstrip(")")  # e.g. "AVX2, no bf16"
+        ax.plot(np.arange(len(smooth)) + (10 if len(clicks) >= 10 else 1), smooth, label=f"learning {label} ({cpu})")
     for ax, domain in zip(axes, DOMAINS, strict=True):
         ax.set(title=domain, xlabel="images labelled", ylabel="clicks per image (mean of 10)")
         if ax.get_lines():
