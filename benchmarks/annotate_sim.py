@@ -3,7 +3,7 @@ server as a user does and drives its HTTP API as a person would. For each image 
 gives (after each accept: the next unlabelled image of the current order; while a retrain runs it goes on
 labelling, but at most --every images past the retrain's start before waiting for it, as a person clicking
 every 1-2 s would), RITM's clicker clicks on the
-current errors (POST /v1/interactive, by image id, with the previous map) until IoU >= 0.90 or 20 clicks,
+current errors (POST /v1/interactive, image and previous map by id, as the page) until IoU >= 0.90 or 20 clicks,
 then accepts the mask those clicks produced (the ground truth stands only for the person's eye).
 Learning on (`--learn`, retrains every --every masks, --minutes each) against off, same order, same
 starting model, on domains the shipped click model never saw:
@@ -135,8 +135,8 @@ def label_one(client: Client, index: int, gt_dir: Path, max_clicks: int = 20) ->
         clicked[int(c.y), int(c.x)] = True
         clicks.append(c.to_dict())
         t0 = time.perf_counter()
-        out = client.post("/v1/interactive", {"image_id": out["image_id"], "clicks": json.dumps(clicks)},
-                          {"prev": base64.b64decode(out["probs_png_base64"])})  # fmt: skip
+        fields = {"image_id": out["image_id"], "clicks": json.dumps(clicks), "prev_id": out["probs_id"]}
+        out = client.post("/v1/interactive", {**fields, "return_probs": "false"}, {})  # as the page sends it
         times.append(time.perf_counter() - t0)
         mask = decode(out["mask_png_base64"])
     done = client.post(f"/v1/annotate/items/{index}/mask", {"name": item["name"]}, {"mask": png(mask)})

@@ -1,9 +1,10 @@
 """Time per click: one 512x512 image, a click model (--model: the shipped builtin:clicks by default, at
 its recorded view size; `default` is `unetkit train --interactive`'s defaults with random weights:
 widths 32-256, resize mode at 256x256), each installed engine and the one `--engine auto` picks.
-Two figures per engine: the model step alone (ClickPredictor.probs: resize, click disks, network,
-upsampling) and the whole HTTP request of the page (POST /v1/interactive in-process: upload by id,
-clicks, previous-mask PNG in, mask and probability PNGs out). Median of --repeat clicks after a warm-up.
+Figures per engine: the network's own call, the model step (ClickPredictor.probs: resize, click disks,
+network, upsampling) and the whole HTTP request of the page (POST /v1/interactive in-process: image
+and previous map by id, clicks in, mask PNG out), and the stateless request (previous map uploaded as
+a PNG, the map returned as one). Median of --repeat clicks after a warm-up.
 
     python benchmarks/bench_clicks.py [--model builtin:clicks] [--size 512] [--repeat 10]
 """
@@ -95,7 +96,9 @@ def time_model(predictor, image: torch.Tensor, repeat: int) -> tuple[float, floa
     return statistics.median(times[1:]) * 1000, network
 
 
-def time_http(seg, png: bytes, repeat: int) -> float:
+def time_http(seg, png: bytes, repeat: int, by_id: bool) -> float:
+    """The page's request per click: the previous map by the id the last answer gave (by_id, what the
+    page sends) or uploaded as the PNG the last answer carried (the stateless form)."""
     from fastapi.testclient import TestClient
 
     from unetkit.api import create_app
@@ -104,10 +107,13 @@ def time_http(seg, png: bytes, repeat: int) -> float:
     out = client.post("/v1/interactive", files={"image": ("x.png", png)}).json()
     times = []
     for n in range(1, repeat + 2):
-        prev = base64.b64decode(out["probs_png_base64"])
+        data = {"image_id": out["image_id"], "clicks": json.dumps(clicks_for(n, 512))}
         t = time.perf_counter()
-        r = client.post("/v1/interactive", data={"image_id": out["image_id"], "clicks": json.dumps(clicks_for(n, 512))},
-                        files={"prev": ("p.png", prev, "image/png")})  # fmt: skip
+        if by_id:
+            r = client.post("/v1/interactive", data={**data, "prev_id": out["probs_id"], "return_probs": "false"})
+        else:
+            prev = base64.b64decode(out["probs_png_base64"])
+            r = client.post("/v1/interactive", data=data, files={"prev": ("p.png", prev, "image/png")})
         times.append(time.perf_counter() - t)
         out = r.json()
     return statistics.median(times[1:]) * 1000
@@ -162,10 +168,11 @@ def main() -> None:
             predictor = ClickPredictor(seg)
             image = seg.to_tensor(array)
             ms_model, ms_network = time_model(predictor, image, args.repeat)
-            ms_http = time_http(seg, buf.getvalue(), args.repeat)
+            ms_http = time_http(seg, buf.getvalue(), args.repeat, by_id=True)
+            ms_png = time_http(seg, buf.getvalue(), args.repeat, by_id=False)
             precision = getattr(seg.model, "precision", seg.rt.precision)
             name = f"{seg.engine} {precision}" + (" (--engine auto)" if engine == "auto" else "")
-            rows.append((name, ms_network, ms_model, ms_http))
+            rows.append((name, ms_network, ms_model, ms_http, ms_png))
             print(rows[-1], flush=True)
     lines = [
         f"## Time per click (cpu, {cpu_class()})",
@@ -177,12 +184,14 @@ def main() -> None:
         f"{describe(path)}, one {args.size}x{args.size} image, median of {args.repeat} clicks after a warm-up. "
         "Targets: <= 60 ms for the model step of the shipped click model with the engine auto picks (issue 21), "
         f"<= 30 ms for the whole HTTP request (issue 23). Network: the served network's own call, part of the "
-        "model step (which adds the click maps, resizing and the sigmoid); the HTTP request adds decoding the "
-        f"previous map, encoding the mask and map as PNG, the multipart form and the test client.{gate}",
+        "model step (which adds the click maps, resizing and the sigmoid); the HTTP request adds the multipart "
+        "form, encoding the mask as PNG and the test client: the page's request sends the previous map by the id "
+        "the last answer gave (`prev_id`, `return_probs=false`), the stateless one uploads it as the PNG the last "
+        f"answer carried (one more PNG to encode, send and decode per click).{gate}",
         "",
-        "| engine | network ms | model step ms | HTTP request ms (page's /v1/interactive) |",
-        "|---|---|---|---|",
-        *[f"| {name} | {n:.0f} | {a:.0f} | {b:.0f} |" for name, n, a, b in rows],
+        "| engine | network ms | model step ms | HTTP request ms (the page's: map by id) | HTTP, map as PNG |",
+        "|---|---|---|---|---|",
+        *[f"| {name} | {n:.0f} | {a:.0f} | {b:.0f} | {c:.0f} |" for name, n, a, b, c in rows],
     ]
     text = "\n".join(lines)
     print(text)

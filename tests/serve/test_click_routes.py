@@ -57,6 +57,30 @@ def test_clicks_and_previous_mask_give_the_predictors_mask(client, seg, learn_di
     assert np.array_equal(decode(r["mask_png_base64"]) > 0, expected > 0.49)
 
 
+def test_the_previous_map_by_id_gives_what_its_png_gives(client, learn_dir):
+    """The page sends the map back by the id the answer gave (no PNG each way): same mask as the PNG."""
+    path = sorted((learn_dir / "test" / "images").iterdir())[1]
+    first = client.post("/v1/interactive", files={"image": ("x.png", path.read_bytes())}).json()
+
+    def click(clicks, prev_out, by_id, **fields):
+        data = {"image_id": first["image_id"], "clicks": json.dumps(clicks), **fields}
+        if by_id:
+            return client.post("/v1/interactive", data={**data, "prev_id": prev_out["probs_id"]}).json()
+        prev = base64.b64decode(prev_out["probs_png_base64"])
+        return client.post("/v1/interactive", data=data, files={"prev": ("p.png", prev, "image/png")}).json()
+
+    one = [{"x": 12, "y": 40, "positive": True}]
+    by_png, by_id = click(one, first, False), click(one, first, True, return_probs="false")
+    assert "probs_png_base64" not in by_id and "probs_png_base64" in by_png
+    assert np.array_equal(decode(by_id["mask_png_base64"]), decode(by_png["mask_png_base64"]))
+    two = [*one, {"x": 60, "y": 60, "positive": False}]
+    chained_id, chained_png = click(two, by_id, True), click(two, by_png, False)
+    assert np.array_equal(decode(chained_id["probs_png_base64"]), decode(chained_png["probs_png_base64"]))
+    assert chained_id["clicks"] == 2 and chained_id["probs_id"] != by_id["probs_id"]
+    stale = client.post("/v1/interactive", data={"image_id": first["image_id"], "prev_id": "feedbeef"})
+    assert stale.status_code == 404 and "prev_id" in stale.json()["error"]
+
+
 def test_bad_interactive_requests_get_4xx(client, learn_dir):
     path = sorted((learn_dir / "test" / "images").iterdir())[0]
     image_id = client.post("/v1/interactive", files={"image": ("x.png", path.read_bytes())}).json()["image_id"]
@@ -93,6 +117,16 @@ def test_image_cache_is_bounded_and_least_recently_used_goes_first():
     for i in range(5):
         small.put(bytes([i]), np.zeros((1, 10, 1), np.float32))  # 40 bytes each: two fit
     assert len(small.items) == 2
+
+
+def test_cached_maps_are_bounded_per_image_and_go_with_their_image():
+    cache = ImageCache(max_images=2, max_bytes=10**9, maps_per_image=3)
+    key = cache.put(b"a", np.zeros((2, 2, 3), np.float32))
+    ids = [cache.keep_map(key, np.full((2, 2), i, np.uint8)) for i in range(4)]
+    assert cache.get_map(key, ids[0]) is None and [cache.get_map(key, i)[0, 0] for i in ids[1:]] == [1, 2, 3]
+    cache.put(b"b", np.zeros((2, 2, 3), np.float32))
+    cache.put(b"c", np.zeros((2, 2, 3), np.float32))  # drops "a" and its maps
+    assert cache.get(key) is None and cache.get_map(key, ids[3]) is None and key not in cache.maps
 
 
 def png(array: np.ndarray) -> bytes:

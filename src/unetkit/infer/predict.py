@@ -125,14 +125,15 @@ def expand_inputs(inputs: list[str] | tuple[str, ...]) -> list[Path]:
     return unique
 
 
-def save_mask(pred: np.ndarray, path: Path, num_classes: int) -> None:
-    """Binary: 0/255 PNG; multi-class: class-index PNG with a palette."""
+def save_mask(pred: np.ndarray, path: Path, num_classes: int, compress_level: int = 6) -> None:
+    """Binary: 0/255 PNG; multi-class: class-index PNG with a palette. compress_level 1: twice as
+    fast to write, ~1.5x the bytes (what a click's answer wants)."""
     if num_classes == 2:
-        Image.fromarray((pred > 0).astype(np.uint8) * 255).save(path, format="PNG")
+        Image.fromarray((pred > 0).astype(np.uint8) * 255).save(path, format="PNG", compress_level=compress_level)
     else:
         img = Image.fromarray(pred.astype(np.uint8), mode="P")
         img.putpalette(plots.palette(num_classes).flatten().tolist())
-        img.save(path, format="PNG")
+        img.save(path, format="PNG", compress_level=compress_level)
 
 
 def save_probs(logits: torch.Tensor, binary: bool, out: Path, stem: str) -> None:

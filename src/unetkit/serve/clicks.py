@@ -1,6 +1,8 @@
-"""`POST /v1/interactive`: one click-guided prediction, stateless. The client sends the image (or the
-id of one it uploaded before, kept in a bounded cache), every click so far, and the previous
-probability map the server returned; the answer is the new mask and probability map."""
+"""`POST /v1/interactive`: one click-guided prediction. The client sends the image (or the id of one
+it uploaded before, kept in a bounded cache), every click so far, and the previous probability map the
+server returned, as the PNG (stateless) or by the `probs_id` the answer gave (the page: no PNG to
+encode, upload and decode per click); the answer is the new mask, the map's id and, unless
+`return_probs=false`, the map as a PNG."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import base64
 import hashlib
 import io
 import json
+import secrets
 from collections import OrderedDict
 from typing import Annotated
 
@@ -28,20 +31,21 @@ MAX_CLICKS = 100
 class ImageCache:
     """Decoded uploads by content hash, least recently used dropped beyond `max_images` or `max_bytes`.
     Kept as the (C, H, W) tensors the predictor takes, so a click reuses the same tensor (and the
-    predictor its resized view) instead of converting the image again."""
+    predictor its resized view) instead of converting the image again. With each image, the last
+    `maps_per_image` probability maps returned for it (8-bit, as the PNG would carry them): a client
+    may send one back by its id instead of uploading the PNG (the page does; undo goes back by id)."""
 
-    def __init__(self, max_images: int = 16, max_bytes: int = 512 * 2**20) -> None:
-        self.max_images, self.max_bytes = max_images, max_bytes
+    def __init__(self, max_images: int = 16, max_bytes: int = 512 * 2**20, maps_per_image: int = 32) -> None:
+        self.max_images, self.max_bytes, self.maps_per_image = max_images, max_bytes, maps_per_image
         self.items: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self.maps: dict[str, OrderedDict[str, np.ndarray]] = {}
 
     def put(self, data: bytes, array: np.ndarray) -> str:
         key = hashlib.sha256(data).hexdigest()[:32]
         self.items[key] = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
         self.items.move_to_end(key)
-        while len(self.items) > self.max_images or sum(a.nbytes for a in self.items.values()) > self.max_bytes:
-            if len(self.items) == 1:
-                break
-            self.items.popitem(last=False)
+        self.maps.setdefault(key, OrderedDict())
+        self._bound()
         return key
 
     def get(self, key: str) -> torch.Tensor | None:
@@ -49,6 +53,30 @@ class ImageCache:
         if array is not None:
             self.items.move_to_end(key)
         return array
+
+    def keep_map(self, key: str, probs8: np.ndarray) -> str:
+        """Remember a returned map of image `key`; its id."""
+        maps = self.maps[key]
+        map_id = secrets.token_hex(8)
+        maps[map_id] = probs8
+        maps.move_to_end(map_id)
+        while len(maps) > self.maps_per_image:
+            maps.popitem(last=False)
+        self._bound()
+        return map_id
+
+    def get_map(self, key: str, map_id: str) -> np.ndarray | None:
+        return self.maps.get(key, {}).get(map_id)
+
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.items.values()) + sum(
+            m.nbytes for v in self.maps.values() for m in v.values()
+        )
+
+    def _bound(self) -> None:
+        while len(self.items) > 1 and (len(self.items) > self.max_images or self.nbytes() > self.max_bytes):
+            key, _ = self.items.popitem(last=False)
+            self.maps.pop(key, None)
 
 
 def parse_clicks(text: str, height: int, width: int) -> list[Click]:
@@ -91,12 +119,30 @@ def add_click_routes(app, seg, limits: Limits) -> dict:
     def segment(predictor, image: torch.Tensor, clicks: list[Click], prev: np.ndarray | None) -> np.ndarray:
         return predictor.probs(image, clicks, prev)
 
+    def inputs(image_id: str, clicks: str, prev: bytes | None, prev_id: str):
+        """The cached image, its clicks and the previous map (uploaded, or by the id a response gave)."""
+        array = cache.get(image_id)
+        if array is None:
+            raise UploadError(404, "unknown or expired image_id: send the image again")
+        h, w = array.shape[1:]
+        click_list = parse_clicks(clicks, h, w)
+        if prev is not None:
+            return array, click_list, read_prev(prev, h, w)
+        if not prev_id:
+            return array, click_list, None
+        probs8 = cache.get_map(image_id, prev_id)
+        if probs8 is None:
+            raise UploadError(404, "unknown or expired prev_id: send the previous map as the prev PNG, or none")
+        return array, click_list, probs8.astype(np.float32) / 255.0
+
     @app.post("/v1/interactive")
     async def interactive(
         image: Annotated[UploadFile | None, File()] = None,
         image_id: Annotated[str, Form()] = "",
         clicks: Annotated[str, Form()] = "[]",
         prev: Annotated[UploadFile | None, File()] = None,
+        prev_id: Annotated[str, Form()] = "",
+        return_probs: Annotated[bool, Form()] = True,
     ):
         if app.state.gate.full():
             return busy()
@@ -105,26 +151,27 @@ def add_click_routes(app, seg, limits: Limits) -> dict:
             if image is not None:
                 data = await image.read(limits.max_bytes + 1)
                 image_id = cache.put(data, read_upload(data, limits, seg.in_channels))
-            array = cache.get(image_id)
-            if array is None:
-                raise UploadError(404, "unknown or expired image_id: send the image again")
-            h, w = array.shape[1:]
-            click_list = parse_clicks(clicks, h, w)
-            prev_map = read_prev(await prev.read(limits.max_bytes + 1), h, w) if prev is not None else None
+            prev_data = await prev.read(limits.max_bytes + 1) if prev is not None else None
+            array, click_list, prev_map = inputs(image_id, clicks, prev_data, prev_id)
         except UploadError as e:
             return JSONResponse({"error": str(e)}, e.status)
         probs = await gated(app.state.gate, segment, predictor, array, click_list, prev_map)
         if isinstance(probs, Response):
             return probs
         mask = foreground(probs, predictor.threshold).astype(np.uint8)
-        return {
+        probs8 = (probs * 255).round().astype(np.uint8)
+        h, w = mask.shape
+        out = {
             "image_id": image_id,
             "width": w,
             "height": h,
             "clicks": len(click_list),
             "foreground_fraction": float(mask.mean()),
-            "mask_png_base64": base64.b64encode(mask_png(mask, 2)).decode(),
-            "probs_png_base64": png_b64((probs * 255).round().astype(np.uint8)),
+            "mask_png_base64": base64.b64encode(mask_png(mask, 2, compress_level=1)).decode(),
+            "probs_id": cache.keep_map(image_id, probs8),
         }
+        if return_probs:
+            out["probs_png_base64"] = png_b64(probs8)
+        return JSONResponse(out)
 
     return {}

@@ -102,9 +102,9 @@ class UploadError(Exception):
         self.status = status
 
 
-def mask_png(mask: np.ndarray, num_classes: int) -> bytes:
+def mask_png(mask: np.ndarray, num_classes: int, compress_level: int = 6) -> bytes:
     buf = io.BytesIO()
-    save_mask(mask, buf, num_classes)
+    save_mask(mask, buf, num_classes, compress_level)
     return buf.getvalue()
 
 
