@@ -103,19 +103,19 @@ def time_http(seg, png: bytes, repeat: int, by_id: bool) -> float:
 
     from unetkit.api import create_app
 
-    client = TestClient(create_app(seg))
-    out = client.post("/v1/interactive", files={"image": ("x.png", png)}).json()
-    times = []
-    for n in range(1, repeat + 2):
-        data = {"image_id": out["image_id"], "clicks": json.dumps(clicks_for(n, 512))}
-        t = time.perf_counter()
-        if by_id:
-            r = client.post("/v1/interactive", data={**data, "prev_id": out["probs_id"], "return_probs": "false"})
-        else:
-            prev = base64.b64decode(out["probs_png_base64"])
-            r = client.post("/v1/interactive", data=data, files={"prev": ("p.png", prev, "image/png")})
-        times.append(time.perf_counter() - t)
-        out = r.json()
+    with TestClient(create_app(seg)) as client:  # its exit shuts the app down: no thread of it stays behind
+        out = client.post("/v1/interactive", files={"image": ("x.png", png)}).json()
+        times = []
+        for n in range(1, repeat + 2):
+            data = {"image_id": out["image_id"], "clicks": json.dumps(clicks_for(n, 512))}
+            t = time.perf_counter()
+            if by_id:
+                r = client.post("/v1/interactive", data={**data, "prev_id": out["probs_id"], "return_probs": "false"})
+            else:
+                prev = base64.b64decode(out["probs_png_base64"])
+                r = client.post("/v1/interactive", data=data, files={"prev": ("p.png", prev, "image/png")})
+            times.append(time.perf_counter() - t)
+            out = r.json()
     return statistics.median(times[1:]) * 1000
 
 

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from unetkit.infer.predict import Segmenter  # noqa: E402
 from unetkit.serve.app import KIND_ADD_ONS, create_app  # noqa: E402
-from unetkit.serve.http import Gate, Limits, UploadError, read_upload  # noqa: E402
+from unetkit.serve.http import Gate, Limits, UploadError, gated, read_upload  # noqa: E402
 
 
 def png(array: np.ndarray) -> bytes:
@@ -60,3 +60,28 @@ def test_an_add_on_brings_its_routes_and_model_info(trained_run):
     assert client.get("/v1/model").json()["hello"] == {"enabled": True}
     assert client.post("/v1/interactive").status_code in (404, 405)  # not a click model: no click routes
     assert set(KIND_ADD_ONS) == {"segmentation", "interactive"} and KIND_ADD_ONS["segmentation"] == ()
+
+
+def test_gated_work_runs_on_the_gates_own_threads():
+    """Inference stays on `slots` threads of the gate's own (one OpenMP team each), off the event loop."""
+    import asyncio
+    import threading
+
+    async def run(gate, n):
+        return [await gated(gate, threading.current_thread) for _ in range(n)]
+
+    one = asyncio.run(run(Gate(Limits(slots=1)), 6))
+    assert len(set(one)) == 1 and one[0].name.startswith("unetkit-inference")
+
+
+def test_the_apps_inference_thread_ends_with_the_app(trained_run):
+    seg = Segmenter.load(trained_run.best_checkpoint, "cpu", "fp32")
+    app = create_app(seg)
+    with TestClient(app) as client:
+        image = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+        assert client.post("/v1/predict", files={"image": ("x.png", png(image))}).status_code == 200
+        threads = list(app.state.gate.pool._threads)
+        assert threads and all(t.is_alive() for t in threads)
+    for t in threads:
+        t.join(timeout=5)
+    assert not any(t.is_alive() for t in threads)

@@ -25,6 +25,7 @@ from unetkit import plots
 from unetkit.data.imageio import IMAGE_EXTENSIONS
 from unetkit.deploy.engines import load
 from unetkit.errors import ConfigError, DataError
+from unetkit.runtime import release_openmp_threads
 from unetkit.serve.http import MAX_MASK_BYTES, UploadError, read_sized_png
 from unetkit.serve.learning import STATE_DIR, LearnConfig, Learner, write_json
 
@@ -139,6 +140,7 @@ def swap_model(app, items: list[Item], learn: LearnSpec, path: str) -> None:
     app.state.served.seg = seg
     ranked = [Item(it.image, it.mask, 1.0 if it.mask.exists() else confidence(seg, it.image)) for it in list(items)]
     items[:] = sorted(ranked, key=lambda it: (it.mask.exists(), it.confidence, it.image.name))
+    release_openmp_threads()  # this thread's team would slow the clicks' (runtime.release_openmp_threads)
 
 
 class Listing:

@@ -7,6 +7,7 @@ registers its routes and returns what it adds to GET /v1/model. A kind of model 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import sys
@@ -25,6 +26,7 @@ from unetkit import plots
 from unetkit._version import __version__
 from unetkit.deploy.engines import load
 from unetkit.infer.predict import Segmenter
+from unetkit.runtime import release_openmp_threads
 from unetkit.serve.clicks import add_click_routes
 from unetkit.serve.http import Gate, Limits, Served, UploadError, busy, gated, mask_png, read_upload
 
@@ -81,8 +83,17 @@ def create_app(
     """The app around a Segmenter, with its kind's add-ons and then `add_ons`; `extra_info` and what each
     add-on returns join GET /v1/model (the page reads its modes there)."""
     limits = limits or Limits()
-    app = FastAPI(title="unetkit", version=__version__, description="U-Net segmentation of uploaded images")
-    app.state.gate = Gate(limits)
+    release_openmp_threads()  # the model was loaded on this thread and runs on the gate's (see there)
+    gate = Gate(limits)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        gate.pool.shutdown(wait=False)  # its thread ends, and with it its OpenMP team
+
+    app = FastAPI(title="unetkit", version=__version__, description="U-Net segmentation of uploaded images",
+                  lifespan=lifespan)  # fmt: skip
+    app.state.gate = gate
     app.state.served = Served(seg)
     info = {**model_info(seg), **(extra_info or {})}
     app.middleware("http")(log_requests)

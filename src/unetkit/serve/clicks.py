@@ -99,6 +99,23 @@ def read_prev(data: bytes, height: int, width: int) -> np.ndarray:
     return read_sized_png(data, width, height, "prev", mode="L").astype(np.float32) / 255.0
 
 
+def read_inputs(cache: ImageCache, image_id: str, clicks: str, prev: bytes | None, prev_id: str):
+    """The cached image, its clicks and the previous map (uploaded, or by the id a response gave)."""
+    array = cache.get(image_id)
+    if array is None:
+        raise UploadError(404, "unknown or expired image_id: send the image again")
+    h, w = array.shape[1:]
+    click_list = parse_clicks(clicks, h, w)
+    if prev is not None:
+        return array, click_list, read_prev(prev, h, w)
+    if not prev_id:
+        return array, click_list, None
+    probs8 = cache.get_map(image_id, prev_id)
+    if probs8 is None:
+        raise UploadError(404, "unknown or expired prev_id: send the previous map as the prev PNG, or none")
+    return array, click_list, probs8.astype(np.float32) / 255.0
+
+
 def png_b64(array: np.ndarray) -> str:
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG", compress_level=1)  # ~4x faster to write than level 6
@@ -119,22 +136,6 @@ def add_click_routes(app, seg, limits: Limits) -> dict:
     def segment(predictor, image: torch.Tensor, clicks: list[Click], prev: np.ndarray | None) -> np.ndarray:
         return predictor.probs(image, clicks, prev)
 
-    def inputs(image_id: str, clicks: str, prev: bytes | None, prev_id: str):
-        """The cached image, its clicks and the previous map (uploaded, or by the id a response gave)."""
-        array = cache.get(image_id)
-        if array is None:
-            raise UploadError(404, "unknown or expired image_id: send the image again")
-        h, w = array.shape[1:]
-        click_list = parse_clicks(clicks, h, w)
-        if prev is not None:
-            return array, click_list, read_prev(prev, h, w)
-        if not prev_id:
-            return array, click_list, None
-        probs8 = cache.get_map(image_id, prev_id)
-        if probs8 is None:
-            raise UploadError(404, "unknown or expired prev_id: send the previous map as the prev PNG, or none")
-        return array, click_list, probs8.astype(np.float32) / 255.0
-
     @app.post("/v1/interactive")
     async def interactive(
         image: Annotated[UploadFile | None, File()] = None,
@@ -152,7 +153,7 @@ def add_click_routes(app, seg, limits: Limits) -> dict:
                 data = await image.read(limits.max_bytes + 1)
                 image_id = cache.put(data, read_upload(data, limits, seg.in_channels))
             prev_data = await prev.read(limits.max_bytes + 1) if prev is not None else None
-            array, click_list, prev_map = inputs(image_id, clicks, prev_data, prev_id)
+            array, click_list, prev_map = read_inputs(cache, image_id, clicks, prev_data, prev_id)
         except UploadError as e:
             return JSONResponse({"error": str(e)}, e.status)
         probs = await gated(app.state.gate, segment, predictor, array, click_list, prev_map)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,12 +38,16 @@ class Served:
 
 
 class Gate:
-    """At most `slots` requests run and `queue` wait; the rest are turned away at once."""
+    """At most `slots` requests run and `queue` wait; the rest are turned away at once. They run on
+    `slots` threads of the gate's own, ended when the app shuts down: asyncio's shared pool may hand
+    requests to any of its threads, and each thread that runs torch keeps an OpenMP team whose idle
+    workers slow the others' (runtime.release_openmp_threads)."""
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self.semaphore = asyncio.Semaphore(limits.slots)
         self.waiting = 0
+        self.pool = ThreadPoolExecutor(limits.slots, thread_name_prefix="unetkit-inference")
 
     def full(self) -> bool:
         return self.semaphore.locked() and self.waiting >= self.limits.queue
@@ -122,7 +127,8 @@ async def gated(gate: Gate, fn, *args):
     finally:
         gate.waiting -= 1
     try:
-        return await asyncio.wait_for(asyncio.to_thread(fn, *args), gate.limits.timeout_s)
+        work = asyncio.get_running_loop().run_in_executor(gate.pool, fn, *args)
+        return await asyncio.wait_for(work, gate.limits.timeout_s)
     except TimeoutError:
         return JSONResponse({"error": f"inference took longer than {gate.limits.timeout_s:.0f} s"}, 504)
     finally:
