@@ -16,6 +16,7 @@ from PIL import Image, UnidentifiedImageError
 from unetkit.data.imageio import image_to_array, to_channels
 from unetkit.errors import DataError
 from unetkit.infer.predict import save_mask
+from unetkit.runtime import release_openmp_threads
 
 FORMATS = {"PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF", "PPM"}
 
@@ -39,9 +40,8 @@ class Served:
 
 class Gate:
     """At most `slots` requests run and `queue` wait; the rest are turned away at once. They run on
-    `slots` threads of the gate's own, ended when the app shuts down: asyncio's shared pool may hand
-    requests to any of its threads, and each thread that runs torch keeps an OpenMP team whose idle
-    workers slow the others' (runtime.release_openmp_threads)."""
+    `slots` threads of the gate's own, ended when the app shuts down, each letting its OpenMP team go
+    after a request: an idle team in one thread slows torch in every other (runtime.release_openmp_threads)."""
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
@@ -117,6 +117,15 @@ def busy() -> JSONResponse:
     return JSONResponse({"error": "busy: too many requests waiting"}, 503, headers={"Retry-After": "1"})
 
 
+def then_release(fn, *args):
+    """fn(*args), then this thread's OpenMP workers let go: an idle team left behind would slow every
+    other thread's torch work (runtime.release_openmp_threads); the next request's costs microseconds."""
+    try:
+        return fn(*args)
+    finally:
+        release_openmp_threads()
+
+
 async def gated(gate: Gate, fn, *args):
     """Run fn(*args) in a worker thread once a slot is free: its result, or a 503/504 response."""
     if gate.full():
@@ -127,7 +136,7 @@ async def gated(gate: Gate, fn, *args):
     finally:
         gate.waiting -= 1
     try:
-        work = asyncio.get_running_loop().run_in_executor(gate.pool, fn, *args)
+        work = asyncio.get_running_loop().run_in_executor(gate.pool, then_release, fn, *args)
         return await asyncio.wait_for(work, gate.limits.timeout_s)
     except TimeoutError:
         return JSONResponse({"error": f"inference took longer than {gate.limits.timeout_s:.0f} s"}, 504)
