@@ -129,7 +129,9 @@ def step_seed(seed: int, epoch: int, step: int) -> int:
     return (seed * 1_000_003 + epoch * 10_007 + step) % (2**63 - 1)
 
 
-OPENMP_LIBRARIES = ("libgomp", "libiomp5", "libomp")
+# GNU OpenMP (PyTorch's Linux wheels) only: its pause frees the calling thread's team alone; LLVM's and
+# Intel's pause the whole runtime, which is not safe while another thread runs a parallel region.
+OPENMP_LIBRARIES = ("libgomp",)
 
 
 def release_openmp_threads() -> bool:
