@@ -83,15 +83,17 @@ def row(name: str, ckpt: str, protocol: str, size: int, s: dict) -> dict:
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| model | benchmark | view size | NoC@85 | NoC@90 | NoF@90 | IoU@1 | IoU@3 | IoU@5 | objects | ms/click |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | benchmark | view size | NoC@85 | NoC@90 | NoF@90 | IoU@1 | IoU@3 | IoU@5 | objects | ms/click "
+        "| CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         at = r["iou_at_clicks"]
         size = r["view_size"] or "own"
         lines.append(
             f"| {r['model']} | {r['protocol']} | {size} | {r['noc85']:.2f} | {r['noc90']:.2f} | {r['nof90']} | "
-            f"{at[0]:.3f} | {at[2]:.3f} | {at[4]:.3f} | {r['num_images']} | {r['seconds_per_click'] * 1000:.0f} |"
+            f"{at[0]:.3f} | {at[2]:.3f} | {at[4]:.3f} | {r['num_images']} | {r['seconds_per_click'] * 1000:.0f} | "
+            f"{r.get('machine', '?')} |"
         )
     return "\n".join(lines)
 
@@ -132,7 +134,7 @@ def main() -> None:
         "GrabCut: all 50, the 128 band ignored, 20 clicks, plain protocol. CamVid: each car, pedestrian and sign "
         "connected component of the test split as one object, void ignored. View size: the longer side the image "
         "is scaled to (own: resize-mode models see their training size). ms/click: the protocol's whole step "
-        "(clicker and network), PyTorch."
+        "(clicker and network), PyTorch, 2 threads of the row's CPU."
     )
     write_section("click-table", f"## Click models side by side (cpu)\n\n{header(command)}\n{about}\n\n{table(rows)}\n")
 
