@@ -2,9 +2,11 @@
 its recorded view size; `default` is `unetkit train --interactive`'s defaults with random weights:
 widths 32-256, resize mode at 256x256), each installed engine and the one `--engine auto` picks.
 Figures per engine: the network's own call, the model step (ClickPredictor.probs: resize, click disks,
-network, upsampling) and the whole HTTP request of the page (POST /v1/interactive in-process: image
-and previous map by id, clicks in, mask PNG out), and the stateless request (previous map uploaded as
-a PNG, the map returned as one). Median of --repeat clicks after a warm-up.
+network, upsampling) and the whole HTTP request of the page (POST /v1/interactive to the app behind
+uvicorn on loopback: image and previous map by id, clicks in, mask PNG out), the stateless request
+(previous map uploaded as a PNG, the map returned as one), and the page's request through FastAPI's
+in-process test client (how rows before 2026-12-03 were measured). Median of --repeat clicks after a
+warm-up.
 
     python benchmarks/bench_clicks.py [--model builtin:clicks] [--size 512] [--repeat 10]
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import io
 import json
 import statistics
@@ -96,14 +99,51 @@ def time_model(predictor, image: torch.Tensor, repeat: int) -> tuple[float, floa
     return statistics.median(times[1:]) * 1000, network
 
 
-def time_http(seg, png: bytes, repeat: int, by_id: bool) -> float:
-    """The page's request per click: the previous map by the id the last answer gave (by_id, what the
-    page sends) or uploaded as the PNG the last answer carried (the stateless form)."""
+@contextlib.contextmanager
+def loopback_server(app):
+    """The app behind uvicorn on a free loopback port, in a thread: real HTTP, as the page's requests."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started and thread.is_alive():
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True  # the lifespan's exit shuts the gate's pool: no thread of it stays behind
+        thread.join()
+
+
+@contextlib.contextmanager
+def http_client(seg, transport: str):
+    """transport "uvicorn": an HTTP client of the app served on loopback (keep-alive, as a browser);
+    "testclient": FastAPI's in-process client (no socket; its portal thread adds a hop per request)."""
+    import httpx
     from fastapi.testclient import TestClient
 
     from unetkit.api import create_app
 
-    with TestClient(create_app(seg)) as client:  # its exit shuts the app down: no thread of it stays behind
+    app = create_app(seg)
+    if transport == "testclient":
+        with TestClient(app) as client:
+            yield client
+        return
+    with loopback_server(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+        yield client
+
+
+def time_http(seg, png: bytes, repeat: int, by_id: bool, transport: str = "uvicorn") -> float:
+    """The page's request per click: the previous map by the id the last answer gave (by_id, what the
+    page sends) or uploaded as the PNG the last answer carried (the stateless form)."""
+    with http_client(seg, transport) as client:
         out = client.post("/v1/interactive", files={"image": ("x.png", png)}).json()
         times = []
         for n in range(1, repeat + 2):
@@ -170,9 +210,10 @@ def main() -> None:
             ms_model, ms_network = time_model(predictor, image, args.repeat)
             ms_http = time_http(seg, buf.getvalue(), args.repeat, by_id=True)
             ms_png = time_http(seg, buf.getvalue(), args.repeat, by_id=False)
+            ms_test = time_http(seg, buf.getvalue(), args.repeat, by_id=True, transport="testclient")
             precision = getattr(seg.model, "precision", seg.rt.precision)
             name = f"{seg.engine} {precision}" + (" (--engine auto)" if engine == "auto" else "")
-            rows.append((name, ms_network, ms_model, ms_http, ms_png))
+            rows.append((name, ms_network, ms_model, ms_http, ms_png, ms_test))
             print(rows[-1], flush=True)
     lines = [
         f"## Time per click (cpu, {cpu_class()})",
@@ -185,13 +226,16 @@ def main() -> None:
         "Targets: <= 60 ms for the model step of the shipped click model with the engine auto picks (issue 21), "
         f"<= 30 ms for the whole HTTP request (issue 23). Network: the served network's own call, part of the "
         "model step (which adds the click maps, resizing and the sigmoid); the HTTP request adds the multipart "
-        "form, encoding the mask as PNG and the test client: the page's request sends the previous map by the id "
+        "form, encoding the mask as PNG and the round trip to the app served by uvicorn on loopback (client and "
+        "server in one process, sharing the 2 cores): the page's request sends the previous map by the id "
         "the last answer gave (`prev_id`, `return_probs=false`), the stateless one uploads it as the PNG the last "
-        f"answer carried (one more PNG to encode, send and decode per click).{gate}",
+        "answer carried (one more PNG to encode, send and decode per click); test client: the page's request "
+        f"through FastAPI's in-process TestClient, no socket (how the rows before 2026-12-03 were taken).{gate}",
         "",
-        "| engine | network ms | model step ms | HTTP request ms (the page's: map by id) | HTTP, map as PNG |",
-        "|---|---|---|---|---|",
-        *[f"| {name} | {n:.0f} | {a:.0f} | {b:.0f} | {c:.0f} |" for name, n, a, b, c in rows],
+        "| engine | network ms | model step ms | HTTP request ms (the page's: map by id) | HTTP, map as PNG "
+        "| page's request, test client |",
+        "|---|---|---|---|---|---|",
+        *[f"| {name} | {n:.0f} | {a:.0f} | {b:.0f} | {c:.0f} | {d:.0f} |" for name, n, a, b, c, d in rows],
     ]
     text = "\n".join(lines)
     print(text)

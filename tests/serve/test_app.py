@@ -51,6 +51,16 @@ def test_health_model_and_page(client):
     assert "/v1/predict" in client.get("/openapi.json").json()["paths"]
 
 
+def test_every_request_gets_one_log_line_with_its_status_and_size(client, capfd):
+    capfd.readouterr()
+    client.get("/health")
+    client.post("/v1/predict", files={"image": ("f", b"not an image at all")})
+    lines = capfd.readouterr().err.strip().splitlines()
+    assert lines[0].startswith("GET /health 200 0 B ") and lines[0].endswith(" ms")
+    method, path, status, size = lines[1].split()[:4]
+    assert (method, path, status) == ("POST", "/v1/predict", "415") and int(size) > 19
+
+
 def test_predict_returns_predicts_mask_as_png_and_json(client, seg, learn_dir):
     path = sorted((learn_dir / "test" / "images").iterdir())[0]
     expected = seg.predict(path)

@@ -41,10 +41,12 @@ class Served:
 class Gate:
     """At most `slots` requests run and `queue` wait; the rest are turned away at once. They run on
     `slots` threads of the gate's own, ended when the app shuts down, each letting its OpenMP team go
-    after a request: an idle team in one thread slows torch in every other (runtime.release_openmp_threads)."""
+    after a request: an idle team in one thread slows torch in every other (runtime.release_openmp_threads).
+    Not where the network runs on an engine's own threads (release_openmp=False): there torch only
+    resizes, and a team made again each request cost the click ~2 ms of OpenVINO's time on 2 cores."""
 
-    def __init__(self, limits: Limits) -> None:
-        self.limits = limits
+    def __init__(self, limits: Limits, release_openmp: bool = True) -> None:
+        self.limits, self.release_openmp = limits, release_openmp
         self.semaphore = asyncio.Semaphore(limits.slots)
         self.waiting = 0
         self.pool = ThreadPoolExecutor(limits.slots, thread_name_prefix="unetkit-inference")
@@ -136,7 +138,8 @@ async def gated(gate: Gate, fn, *args):
     finally:
         gate.waiting -= 1
     try:
-        work = asyncio.get_running_loop().run_in_executor(gate.pool, then_release, fn, *args)
+        run = (then_release, fn) if gate.release_openmp else (fn,)
+        work = asyncio.get_running_loop().run_in_executor(gate.pool, *run, *args)
         return await asyncio.wait_for(work, gate.limits.timeout_s)
     except TimeoutError:
         return JSONResponse({"error": f"inference took longer than {gate.limits.timeout_s:.0f} s"}, 504)
