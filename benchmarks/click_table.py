@@ -57,7 +57,7 @@ def camvid_objects(min_pixels: int, every: int):
                     yield image, labels == k, m == VOID, name
 
 
-def camvid(ckpt: str, size: int, min_pixels: int, every: int) -> dict:
+def camvid(ckpt: str, size: int, min_pixels: int, every: int, zoom_in: bool = False) -> dict:
     from unetkit.api import ClickPredictor, load_segmenter, simulate_clicks, summarize_clicks
 
     seg = load_segmenter(ckpt)
@@ -65,7 +65,7 @@ def camvid(ckpt: str, size: int, min_pixels: int, every: int) -> dict:
     images, ious, kinds, t0 = {}, [], [], time.perf_counter()
     for path, gt, ignore, name in camvid_objects(min_pixels, every):
         image = images.setdefault(path, seg.to_tensor(path))
-        ious.append(simulate_clicks(predictor, image, gt, ignore, 20)[0])
+        ious.append(simulate_clicks(predictor, image, gt, ignore, 20, zoom_in)[0])
         kinds.append(name)
     ious = np.stack(ious)
     per_kind = {
@@ -104,6 +104,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="0", help="GrabCut view sizes, comma-separated; 0 = the image at its own size")
     ap.add_argument("--zoom-size", type=int, default=None, help="also GrabCut --zoom-in at this view size")
     ap.add_argument("--camvid-size", type=int, default=None, help="also CamVid instances at this view size")
+    ap.add_argument("--camvid-zoom", action="store_true", help="CamVid instances with --zoom-in (RITM's object box)")
     ap.add_argument("--min-pixels", type=int, default=400, help="smallest CamVid instance, in pixels")
     ap.add_argument("--every", type=int, default=1, help="CamVid: every N-th test image")
     args = ap.parse_args()
@@ -121,7 +122,8 @@ def main() -> None:
         if args.zoom_size is not None:
             jobs.append(("GrabCut --zoom-in", args.zoom_size, grabcut, (ckpt, args.zoom_size, True, out / "zoom")))
         if args.camvid_size is not None:
-            jobs.append((camvid_name, args.camvid_size, camvid, (ckpt, args.camvid_size, args.min_pixels, args.every)))
+            cam = (ckpt, args.camvid_size, args.min_pixels, args.every, args.camvid_zoom)
+            jobs.append((camvid_name + " --zoom-in" * args.camvid_zoom, args.camvid_size, camvid, cam))
         for protocol, size, fn, fn_args in jobs:
             if (name, protocol, size) in done:
                 continue
