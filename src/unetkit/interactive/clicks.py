@@ -52,21 +52,22 @@ class View:
 
 
 def click_maps(clicks: list[Click], view: View, radius: float = RADIUS) -> torch.Tensor:
-    """(2, h, w) float32: 1 inside a disk of `radius` network pixels around each positive / negative click."""
+    """(2, h, w) float32: 1 inside a disk of `radius` network pixels around each positive / negative click.
+    Drawn with numpy, each disk in its bounding box only: torch's ops on the whole map ran threaded,
+    ~5x the time (0.84 vs 0.17 ms for 16 clicks at 320 px, and worse beside an engine's own threads)."""
     h, w = view.size
-    maps = torch.zeros(2, h, w)
-    if not clicks:
-        return maps
-    for c in clicks:  # each disk drawn in its bounding box only: a page's clicks cost ~0 ms, not ~0.4 each
+    maps = np.zeros((2, h, w), np.float32)
+    for c in clicks:
         cy, cx = view.to_net(c.y, c.x)
         y0, y1 = max(0, math.floor(cy - radius)), min(h, math.ceil(cy + radius) + 1)
         x0, x1 = max(0, math.floor(cx - radius)), min(w, math.ceil(cx + radius) + 1)
         if y0 >= y1 or x0 >= x1:
             continue
-        ys = torch.arange(y0, y1, dtype=torch.float32)[:, None]
-        xs = torch.arange(x0, x1, dtype=torch.float32)[None, :]
-        maps[0 if c.positive else 1, y0:y1, x0:x1] += (ys - cy) ** 2 + (xs - cx) ** 2 <= radius**2
-    return maps.clamp_(max=1)
+        ys = (np.arange(y0, y1, dtype=np.float32)[:, None] - np.float32(cy)) ** 2
+        xs = (np.arange(x0, x1, dtype=np.float32)[None, :] - np.float32(cx)) ** 2
+        box = maps[0 if c.positive else 1, y0:y1, x0:x1]
+        np.maximum(box, ys + xs <= np.float32(radius) ** 2, out=box)
+    return torch.from_numpy(maps)
 
 
 def error_distances(pred: np.ndarray, gt: np.ndarray, ignore: np.ndarray | None = None):
