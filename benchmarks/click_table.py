@@ -1,6 +1,7 @@
 """Click models side by side (issue 21, items 3 and 4): clicks-to-IoU on GrabCut (all 50, band ignored,
 20 clicks, plain and --zoom-in) at each view size, and on CamVid's test split with each car, pedestrian
-and sign instance (a connected component of at least --min-pixels) as one object, void ignored.
+and sign instance (a connected component of at least --min-pixels) as one object, void ignored; and
+on the cells benchmarks/annotate_sim.py labels (--isbi-sizes): is the view size what limits that domain?
 
     python benchmarks/click_table.py NAME=CHECKPOINT ... [--sizes 0,320,400,512] [--camvid-size 400]
 
@@ -31,6 +32,7 @@ SHARED = ROOT.parent / "shared" / "data"
 ROWS = HERE / "click_table.jsonl"
 CAMVID_OBJECTS = {"sign": 6, "car": 8, "pedestrian": 9}  # CamVid's class indices (SOURCE.md); 11 = void
 VOID = 11
+ISBI_NAME = "ISBI train cells 500-20,000 px, 4 per slice (annotate_sim's first 100)"
 
 
 def grabcut(ckpt: str, size: int, zoom: bool, out: Path) -> dict:
@@ -57,22 +59,50 @@ def camvid_objects(min_pixels: int, every: int):
                     yield image, labels == k, m == VOID, name
 
 
-def camvid(ckpt: str, size: int, min_pixels: int, every: int, zoom_in: bool = False) -> dict:
+def isbi_objects(n: int = 100, per_slice: int = 4):
+    """annotate_sim.py's isbi-cells objects: `per_slice` cells (500-20,000 px) of each ISBI train slice,
+    the same seeded choice, the first `n`; the grey slice as RGB."""
+    from PIL import Image
+
+    rng, count = np.random.default_rng(0), 0
+    for mask_path in sorted((SHARED / "isbi2012_em" / "train" / "masks").glob("*.png"), key=lambda p: int(p.stem)):
+        labels, k = ndimage.label(np.asarray(Image.open(mask_path)) > 127)
+        sizes = np.bincount(labels.ravel())
+        cells = [c for c in range(1, k + 1) if 500 <= sizes[c] <= 20_000]
+        image = SHARED / "isbi2012_em" / "train" / "images" / mask_path.name
+        for c in rng.choice(cells, min(per_slice, len(cells)), replace=False):
+            yield image, labels == c, None, "cell"
+            count += 1
+            if count >= n:
+                return
+
+
+def click_objects(ckpt: str, size: int, objects, kinds: tuple[str, ...], zoom_in: bool = False) -> dict:
+    """Clicks-to-IoU over (image, object mask, ignore mask, kind) items, 20 clicks each."""
+    from PIL import Image
+
     from unetkit.api import ClickPredictor, load_segmenter, simulate_clicks, summarize_clicks
 
     seg = load_segmenter(ckpt)
     predictor = ClickPredictor(seg, size)
-    images, ious, kinds, t0 = {}, [], [], time.perf_counter()
-    for path, gt, ignore, name in camvid_objects(min_pixels, every):
-        image = images.setdefault(path, seg.to_tensor(path))
+    images, ious, names, t0 = {}, [], [], time.perf_counter()
+    for path, gt, ignore, name in objects:
+        image = images.setdefault(path, seg.to_tensor(np.asarray(Image.open(path).convert("RGB"))))
+        ignore = np.zeros_like(gt) if ignore is None else ignore
         ious.append(simulate_clicks(predictor, image, gt, ignore, 20, zoom_in)[0])
-        kinds.append(name)
+        names.append(name)
     ious = np.stack(ious)
-    per_kind = {
-        k: summarize_clicks(ious[[i for i, n in enumerate(kinds) if n == k]], 20)["noc90"] for k in CAMVID_OBJECTS
-    }
+    per_kind = {k: summarize_clicks(ious[[i for i, n in enumerate(names) if n == k]], 20)["noc90"] for k in kinds}
     return {**summarize_clicks(ious, 20), "noc90_by_kind": per_kind, "images": len(images),
             "seconds_per_click": (time.perf_counter() - t0) / (len(ious) * 20)}  # fmt: skip
+
+
+def camvid(ckpt: str, size: int, min_pixels: int, every: int, zoom_in: bool = False) -> dict:
+    return click_objects(ckpt, size, camvid_objects(min_pixels, every), tuple(CAMVID_OBJECTS), zoom_in)
+
+
+def isbi(ckpt: str, size: int, zoom_in: bool = False) -> dict:
+    return click_objects(ckpt, size, isbi_objects(), ("cell",), zoom_in)
 
 
 def row(name: str, ckpt: str, protocol: str, size: int, s: dict) -> dict:
@@ -105,6 +135,8 @@ def main() -> None:
     ap.add_argument("--zoom-size", type=int, default=None, help="also GrabCut --zoom-in at this view size")
     ap.add_argument("--camvid-size", type=int, default=None, help="also CamVid instances at this view size")
     ap.add_argument("--camvid-zoom", action="store_true", help="CamVid instances with --zoom-in (RITM's object box)")
+    ap.add_argument("--isbi-sizes", default="", help="also annotate_sim's 100 ISBI cells at these view sizes")
+    ap.add_argument("--isbi-zoom", action="store_true", help="the ISBI cells with --zoom-in")
     ap.add_argument("--min-pixels", type=int, default=400, help="smallest CamVid instance, in pixels")
     ap.add_argument("--every", type=int, default=1, help="CamVid: every N-th test image")
     args = ap.parse_args()
@@ -124,6 +156,8 @@ def main() -> None:
         if args.camvid_size is not None:
             cam = (ckpt, args.camvid_size, args.min_pixels, args.every, args.camvid_zoom)
             jobs.append((camvid_name + " --zoom-in" * args.camvid_zoom, args.camvid_size, camvid, cam))
+        for s in filter(None, args.isbi_sizes.split(",")):
+            jobs.append((ISBI_NAME + " --zoom-in" * args.isbi_zoom, int(s), isbi, (ckpt, int(s), args.isbi_zoom)))
         for protocol, size, fn, fn_args in jobs:
             if (name, protocol, size) in done:
                 continue
@@ -134,7 +168,8 @@ def main() -> None:
     about = (
         "Rows accumulate in benchmarks/click_table.jsonl over runs of this script (the command above made the last). "
         "GrabCut: all 50, the 128 band ignored, 20 clicks, plain protocol. CamVid: each car, pedestrian and sign "
-        "connected component of the test split as one object, void ignored. View size: the longer side the image "
+        "connected component of the test split as one object, void ignored. ISBI cells: annotate_sim.py's isbi-cells "
+        "objects (the grey slice as RGB). View size: the longer side the image "
         "is scaled to (own: resize-mode models see their training size). ms/click: the protocol's whole step "
         "(clicker and network), PyTorch, 2 threads of the row's CPU."
     )
