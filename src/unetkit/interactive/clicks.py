@@ -53,8 +53,8 @@ class View:
 
 def click_maps(clicks: list[Click], view: View, radius: float = RADIUS) -> torch.Tensor:
     """(2, h, w) float32: 1 inside a disk of `radius` network pixels around each positive / negative click.
-    Drawn with numpy, each disk in its bounding box only: torch's ops on the whole map ran threaded,
-    ~5x the time (0.84 vs 0.17 ms for 16 clicks at 320 px, and worse beside an engine's own threads)."""
+    Drawn with numpy, each disk in its bounding box only: torch ran its ops on the whole map threaded,
+    several times slower for a page's clicks, and slower still beside an engine's own threads."""
     h, w = view.size
     maps = np.zeros((2, h, w), np.float32)
     for c in clicks:
