@@ -118,8 +118,8 @@ def create_app(
 
 class RequestLog:
     """One stderr line per request: method, path, status, upload size, time. Plain ASGI, not
-    `app.middleware("http")`: that wraps every request and response in extra tasks and streams
-    (~1 ms a request, a thirtieth of a click)."""
+    `app.middleware("http")`: that wraps every request and response in extra tasks and streams,
+    a cost paid on every click."""
 
     def __init__(self, app) -> None:
         self.app = app

@@ -43,7 +43,7 @@ class Gate:
     `slots` threads of the gate's own, ended when the app shuts down, each letting its OpenMP team go
     after a request: an idle team in one thread slows torch in every other (runtime.release_openmp_threads).
     Not where the network runs on an engine's own threads (release_openmp=False): there torch only
-    resizes, and a team made again each request cost the click ~2 ms of OpenVINO's time on 2 cores."""
+    resizes, and a team made again each request took time from the engine's threads on 2 cores."""
 
     def __init__(self, limits: Limits, release_openmp: bool = True) -> None:
         self.limits, self.release_openmp = limits, release_openmp
