@@ -63,19 +63,25 @@ def camvid_cars(out: Path, gt: Path, n: int) -> None:
             return
 
 
-def isbi_cells(out: Path, gt: Path, n: int, per_slice: int = 4) -> None:
+def isbi_cell_masks(per_slice: int = 4):
+    """(name, slice image path, cell mask) for `per_slice` seeded cells (500-20,000 px) of each ISBI train
+    slice, in slice order: the isbi-cells domain (click_table.py scores the same objects)."""
     rng = np.random.default_rng(0)
     for mask_path in sorted((SHARED / "isbi2012_em" / "train" / "masks").glob("*.png"), key=lambda p: int(p.stem)):
         labels, k = ndimage.label(np.asarray(Image.open(mask_path)) > 127)
         sizes = np.bincount(labels.ravel())
         cells = [c for c in range(1, k + 1) if 500 <= sizes[c] <= 20_000]
-        rgb = Image.open(SHARED / "isbi2012_em" / "train" / "images" / mask_path.name).convert("RGB")
+        image = SHARED / "isbi2012_em" / "train" / "images" / mask_path.name
         for j, c in enumerate(rng.choice(cells, min(per_slice, len(cells)), replace=False)):
-            name = f"slice{int(mask_path.stem):02d}_cell{j}"
-            rgb.save(out / f"{name}.png")
-            Image.fromarray((labels == c).astype(np.uint8) * 255).save(gt / f"{name}.png")
-            if len(list(gt.iterdir())) >= n:
-                return
+            yield f"slice{int(mask_path.stem):02d}_cell{j}", image, labels == c
+
+
+def isbi_cells(out: Path, gt: Path, n: int, per_slice: int = 4) -> None:
+    for count, (name, image, mask) in enumerate(isbi_cell_masks(per_slice), 1):
+        Image.open(image).convert("RGB").save(out / f"{name}.png")
+        Image.fromarray(mask.astype(np.uint8) * 255).save(gt / f"{name}.png")
+        if count >= n:
+            return
 
 
 DOMAINS = {"camvid-cars": camvid_cars, "isbi-cells": isbi_cells}

@@ -13,6 +13,7 @@ the RESULTS.md section is rewritten from all rows. GrabCut and CamVid are never 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shlex
 import subprocess
@@ -59,22 +60,12 @@ def camvid_objects(min_pixels: int, every: int):
                     yield image, labels == k, m == VOID, name
 
 
-def isbi_objects(n: int = 100, per_slice: int = 4):
-    """annotate_sim.py's isbi-cells objects: `per_slice` cells (500-20,000 px) of each ISBI train slice,
-    the same seeded choice, the first `n`; the grey slice as RGB."""
-    from PIL import Image
+def isbi_objects(n: int = 100):
+    """annotate_sim.py's isbi-cells objects, the first `n`: nothing ignored."""
+    from annotate_sim import isbi_cell_masks
 
-    rng, count = np.random.default_rng(0), 0
-    for mask_path in sorted((SHARED / "isbi2012_em" / "train" / "masks").glob("*.png"), key=lambda p: int(p.stem)):
-        labels, k = ndimage.label(np.asarray(Image.open(mask_path)) > 127)
-        sizes = np.bincount(labels.ravel())
-        cells = [c for c in range(1, k + 1) if 500 <= sizes[c] <= 20_000]
-        image = SHARED / "isbi2012_em" / "train" / "images" / mask_path.name
-        for c in rng.choice(cells, min(per_slice, len(cells)), replace=False):
-            yield image, labels == c, None, "cell"
-            count += 1
-            if count >= n:
-                return
+    for _, image, mask in itertools.islice(isbi_cell_masks(), n):
+        yield image, mask, np.zeros_like(mask), "cell"
 
 
 def click_objects(ckpt: str, size: int, objects, kinds: tuple[str, ...], zoom_in: bool = False) -> dict:
@@ -88,7 +79,6 @@ def click_objects(ckpt: str, size: int, objects, kinds: tuple[str, ...], zoom_in
     images, ious, names, t0 = {}, [], [], time.perf_counter()
     for path, gt, ignore, name in objects:
         image = images.setdefault(path, seg.to_tensor(np.asarray(Image.open(path).convert("RGB"))))
-        ignore = np.zeros_like(gt) if ignore is None else ignore
         ious.append(simulate_clicks(predictor, image, gt, ignore, 20, zoom_in)[0])
         names.append(name)
     ious = np.stack(ious)
