@@ -32,7 +32,7 @@ def make_step(args: dict):
     """(one training step as a function, its precision in words) for args' mode: reference (fp32 NCHW
     eager), autocast (plain bf16 autocast on NCHW) or ours (unetkit's own step)."""
     from unetkit import ModelConfig
-    from unetkit.api import build_network, build_training, for_training, load_batch, resolve, setup, train_step
+    from unetkit.api import build_network, build_training, load_batch, resolve, setup, train_step
 
     torch.manual_seed(0)
     size, batch, net, mode = args["size"], args["batch"], args["model"], args["mode"]
@@ -69,7 +69,7 @@ def make_step(args: dict):
                 "channels_last": args.get("channels_last", True),
             }
         )
-        rt = for_training(setup(config.device, config.precision, config.channels_last), config.model.encoder)
+        rt = setup(config.device, config.precision, config.channels_last)
         training = build_training(config, rt, num_classes=2)
         train_model = torch.compile(training.model) if config.compile else training.model
         counter = [0]

@@ -23,7 +23,7 @@ from unetkit.interactive.evaluate import simulate as simulate_clicks
 from unetkit.interactive.evaluate import summarize as summarize_clicks
 from unetkit.interactive.predictor import ClickPredictor
 from unetkit.model import build as build_network
-from unetkit.runtime import Runtime, cpu_has_fast_bf16, cpu_has_vnni, for_training, setup
+from unetkit.runtime import Runtime, cpu_has_fast_bf16, cpu_has_vnni, setup
 from unetkit.training.autoconfig import epochs_for_budget, fingerprint, time_step
 from unetkit.training.loop import FitResult, fit
 from unetkit.training.plan import plan_for_budget as plan
@@ -76,7 +76,6 @@ __all__ = [
     "resolve_norm",
     "run_model",
     "setup",
-    "for_training",
     "split_pairs",
     "standard_batch_fn",
     "time_step",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import os
 from dataclasses import dataclass
@@ -111,17 +110,6 @@ def setup(
     elif dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
     return Runtime(dev, choose_precision(precision, dev), channels_last, rank, world_size, local_rank)
-
-
-def for_training(rt: Runtime, encoder: str = "unet") -> Runtime:
-    """The layout a training step runs in: channels_last only where it pays. In fp32 on a CPU it cost
-    the seed's own U-Net 37% (256 px, AVX2 EPYC: 0.15 vs 0.24 img/s; benchmarks/bench_train.py --nchw)
-    while a pretrained encoder's depthwise convolutions gain from it (EfficientNet-Lite0 U-Net, 256 px,
-    batch 8: 3.76 vs 2.59 img/s; bench_train.py --networks lite0 --nchw), and inference gains everywhere
-    (bench_engines.py); so only a plain U-Net's training drops it."""
-    if rt.device.type == "cpu" and rt.precision == "fp32" and rt.channels_last and encoder == "unet":
-        return dataclasses.replace(rt, channels_last=False)
-    return rt
 
 
 def step_seed(seed: int, epoch: int, step: int) -> int:

@@ -234,22 +234,6 @@ def test_training_with_a_worker_process_equals_training_here(demo_dir, tmp_path)
     assert "1 data workers" in (tmp_path / "1" / "train.log").read_text()
 
 
-def test_training_drops_channels_last_only_in_fp32_on_a_cpu():
-    """Measured (bench_train.py --nchw, AVX2 EPYC): channels_last cost fp32 CPU training 37%; bf16 and
-    CUDA keep it, and inference (not this function) keeps it everywhere."""
-    import dataclasses
-
-    from unetkit.runtime import for_training
-
-    rt = setup("cpu", "fp32", channels_last=True)
-    assert rt.channels_last and not for_training(rt).channels_last
-    bf16 = dataclasses.replace(rt, precision="bf16")
-    assert for_training(bf16).channels_last
-    assert for_training(dataclasses.replace(rt, device=torch.device("cuda"))).channels_last
-    # A pretrained encoder's depthwise convolutions gain from channels_last in fp32 too (3.76 vs 2.59 img/s).
-    assert for_training(rt, "efficientnet-lite0").channels_last
-
-
 def test_a_run_from_an_encoder_model_trains_channels_last_in_fp32(tmp_path, demo_dir):
     """The layout follows the network --init brings, not the config's default encoder."""
     lite = {"widths": (4, 8, 8, 8), "encoder": "efficientnet-lite0", "encoder_weights": "none"}

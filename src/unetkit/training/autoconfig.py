@@ -31,7 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from unetkit.config import TrainConfig
 from unetkit.data.check import check_dataset, class_names
 from unetkit.model import ModelConfig, build
-from unetkit.runtime import for_training, setup
+from unetkit.runtime import setup
 from unetkit.training.finetune import zero_shot
 from unetkit.training.steps import build_training, load_batch, train_step
 
@@ -66,7 +66,7 @@ def fingerprint(config: TrainConfig, checked=None) -> dict:
 
 def time_step(config: TrainConfig, num_classes: int, steps: int = 2) -> float:
     """Seconds per training step of `config`'s network, size and batch on this machine."""
-    rt = for_training(setup(config.device, config.precision, config.channels_last), config.model.encoder)
+    rt = setup(config.device, config.precision, config.channels_last)
     torch.manual_seed(0)
     training = build_training(config, rt, num_classes)
     h, w = config.data.size

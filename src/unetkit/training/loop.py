@@ -25,7 +25,7 @@ from unetkit.config.io import build, merge, to_dict
 from unetkit.data.datasets import RandomCropDataset
 from unetkit.errors import TrainingError
 from unetkit.infer.predict import Segmenter
-from unetkit.runtime import for_training, setup, step_seed
+from unetkit.runtime import setup, step_seed
 from unetkit.training.context import Context, build_context
 from unetkit.training.finetune import lr_scale
 from unetkit.training.plan import make_plan
@@ -69,8 +69,7 @@ def fit(
     task = task or task_for(config)
     run = RunFolder(run_dir, base.is_main)
     plan, data = make_plan(config, run.path, run.log, task, base, saved, time_budget)
-    rt = for_training(base, plan.config.model.encoder)  # the network --init brought decides the layout
-    ctx = build_context(plan, data, rt, run, task, TimeBudget(0.0, clock))
+    ctx = build_context(plan, data, base, run, task, TimeBudget(0.0, clock))
     state = _restore(ctx, saved) if saved else LoopState()
     planner = FillPlanner(ctx.budget, ctx.config.val_every, ctx.config.fill_time_limit and saved is None)
     if ctx.config.epochs == 0 and saved is None:
