@@ -13,6 +13,7 @@ starting model, on domains the shipped click model never saw:
                   the slice copied once per cell
 
     python benchmarks/annotate_sim.py --domain camvid-cars --images 100 [--every 10] [--minutes 3]
+                                      [--think 1] [--retrain-threads 2]   # a person's pace; idle cores
     python benchmarks/annotate_sim.py --table        # rewrite the RESULTS.md section and the plot
 
 Rows (one per image) go to benchmarks/annotate_sim.jsonl; the summary compares clicks per image over the
@@ -33,6 +34,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -119,8 +121,9 @@ def png(mask: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def label_one(client: Client, index: int, gt_dir: Path, max_clicks: int = 20) -> dict:
-    """One image as the person would label it: clicks until IoU >= 0.90 (or 20), then accept."""
+def label_one(client: Client, index: int, gt_dir: Path, think: float = 0.0, max_clicks: int = 20) -> dict:
+    """One image as the person would label it: clicks until IoU >= 0.90 (or 20), then accept; `think`
+    seconds pass before each click (the person looking), 0: back to back."""
     from unetkit.api import click_iou, next_click
 
     item = client.get(f"/v1/annotate/items/{index}")
@@ -140,6 +143,7 @@ def label_one(client: Client, index: int, gt_dir: Path, max_clicks: int = 20) ->
             break
         clicked[int(c.y), int(c.x)] = True
         clicks.append(c.to_dict())
+        time.sleep(think)
         t0 = time.perf_counter()
         fields = {"image_id": out["image_id"], "clicks": json.dumps(clicks), "prev_id": out["probs_id"]}
         out = client.post("/v1/interactive", {**fields, "return_probs": "false"}, {})  # as the page sends it
@@ -156,7 +160,16 @@ def decode(b64: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(b64)))) > 0
 
 
-def simulate(domain: str, n: int, learn: bool, every: int, minutes: float, model: str, work: Path) -> list[dict]:
+@dataclass(frozen=True)
+class Protocol:
+    every: int = 10  # --retrain-every
+    minutes: float = 3.0  # --retrain-minutes
+    model: str = "builtin:clicks"
+    think: float = 0.0  # seconds before each click; 0: back to back (the retrains get the least CPU)
+    threads: int = 0  # --retrain-threads; 0: annotate's default
+
+
+def simulate(domain: str, n: int, learn: bool, proto: Protocol, work: Path) -> list[dict]:
     folder, gt = work / domain / "folder", work / domain / "gt"
     if not gt.is_dir():
         for d in (folder / "images", gt):
@@ -165,16 +178,18 @@ def simulate(domain: str, n: int, learn: bool, every: int, minutes: float, model
     shutil.rmtree(folder / "masks", ignore_errors=True)
     shutil.rmtree(folder / ".unetkit", ignore_errors=True)
     port = free_port()
-    flags = ["--learn" if learn else "--no-learn", "--retrain-every", str(every), "--retrain-minutes", str(minutes)]
-    cmd = [sys.executable, "-m", "unetkit", "annotate", str(folder), "--model", model, "--port", str(port), *flags]
+    flags = ["--learn" if learn else "--no-learn", "--retrain-every", str(proto.every)]
+    flags += ["--retrain-minutes", str(proto.minutes), "--model", proto.model, "--port", str(port)]
+    flags += ["--retrain-threads", str(proto.threads)] if proto.threads else []
+    cmd = [sys.executable, "-m", "unetkit", "annotate", str(folder), *flags]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=(work / f"{domain}-{learn}.log").open("w"))
     client, rows = Client(f"http://127.0.0.1:{port}"), []
     try:
         wait_for(client, proc)
         index, ahead = 0, 0
         for k in range(len(list(gt.iterdir()))):
-            ahead = pace(client, ahead, every) if learn else 0
-            row = label_one(client, index, gt)
+            ahead = pace(client, ahead, proto.every) if learn else 0
+            row = label_one(client, index, gt, proto.think)
             rows.append({"domain": domain, "learn": learn, "k": k, **row})
             print(json.dumps(rows[-1]), flush=True)
             if row["next"] is None:
@@ -186,8 +201,8 @@ def simulate(domain: str, n: int, learn: bool, every: int, minutes: float, model
     finally:
         proc.terminate()
         proc.wait(30)
-    return [*rows, {"domain": domain, "learn": learn, "retrains": history, "every": every, "minutes": minutes,
-                    "model": model, "machine": machine()["cpu"], "date": time.strftime("%Y-%m-%d %H:%M")}]  # fmt: skip
+    return [*rows, {"domain": domain, "learn": learn, "retrains": history, **asdict(proto),
+                    "machine": machine()["cpu"], "date": time.strftime("%Y-%m-%d %H:%M")}]  # fmt: skip
 
 
 def pace(client: Client, ahead: int, every: int) -> int:
@@ -251,8 +266,15 @@ def modes(rows: list[dict], first: list[dict]) -> list[tuple[str, str, list[dict
         for label, source, learn in (("off", rows, False), ("on", rows, True), ("on, first recipe", first, True)):
             for imgs, info in runs(source):
                 if info["domain"] == domain and info["learn"] == learn and imgs:
-                    out.append((domain, label, imgs, info))
+                    out.append((domain, label + protocol_words(info), imgs, info))
     return out
+
+
+def protocol_words(info: dict) -> str:
+    """What a run did unlike the default protocol (back-to-back clicks, annotate's retrain threads)."""
+    words = [f"{info['threads']} retrain threads"] if info.get("threads") else []
+    words += [f"{info['think']:g} s before each click"] if info.get("think") else []
+    return "".join(f", {w}" for w in words)
 
 
 def same_images_off(rows: list[dict], imgs: list[dict], info: dict) -> str:
@@ -272,7 +294,7 @@ def summary(rows: list[dict], first: list[dict]) -> list[str]:
     lines = [HEAD, "|---" * 11 + "|"]
     for domain, label, imgs, info in modes(rows, first):
         clicks = [r["clicks"] for r in imgs]
-        same = same_images_off(rows, imgs, info) if label != "off" else "-"
+        same = same_images_off(rows, imgs, info) if info["learn"] else "-"
         quiet = [t for r in imgs if not r["retrain_running"] for t in r["ms_per_click"]]
         busy = [t for r in imgs if r["retrain_running"] for t in r["ms_per_click"]]
         retrains = info["retrains"]
@@ -326,13 +348,16 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=3.0)
     ap.add_argument("--model", default="builtin:clicks")
     ap.add_argument("--modes", default="off,on", help="learning off, on, or both (in this order)")
+    ap.add_argument("--think", type=float, default=0.0, help="seconds before each click (0: back to back)")
+    ap.add_argument("--retrain-threads", type=int, default=0, help="annotate's --retrain-threads (0: its default)")
     ap.add_argument("--table", action="store_true")
     args = ap.parse_args()
+    proto = Protocol(args.every, args.minutes, args.model, args.think, args.retrain_threads)
     if not args.table:
         with tempfile.TemporaryDirectory(prefix="annotate-sim-") as tmp:
             for domain in args.domain or list(DOMAINS):
                 for mode in args.modes.split(","):
-                    rows = simulate(domain, args.images, mode == "on", args.every, args.minutes, args.model, Path(tmp))
+                    rows = simulate(domain, args.images, mode == "on", proto, Path(tmp))
                     with ROWS.open("a") as f:
                         f.writelines(json.dumps(r) + "\n" for r in rows)
     # the header names what made the rows (each domain, learning off then on), not a --table rewrite
