@@ -281,3 +281,10 @@ def test_the_training_limit_keeps_the_whole_retrain_inside_its_bound():
     assert train_limit(180, 20) == 180 - STARTUP_S - PROMOTE_S - 40  # two scorings like the one measured, start
     assert train_limit(180, 200) == 45  # never below a quarter of the bound
     assert train_limit(3, 0.5) == 1
+
+
+def test_a_retrain_uses_every_core_by_default():
+    """annotate_sim.py at a person's pace (AVX2 EPYC): 2 retrain threads 52% fewer clicks, 1 thread 22%."""
+    from unetkit.serve.learning import usable_cores
+
+    assert LearnConfig().threads == usable_cores() == len(os.sched_getaffinity(0)) >= 1

@@ -39,7 +39,7 @@ def add_parser(sub) -> None:
     p.add_argument("--retrain-minutes", type=positive(float), default=d.minutes,
                    help=f"training time bound of one retrain (default: {d.minutes:g})")  # fmt: skip
     p.add_argument("--retrain-threads", type=positive(int), default=d.threads,
-                   help=f"compute threads of a retrain, at a lower priority (default: {d.threads})")  # fmt: skip
+                   help=f"compute threads of a retrain, at nice 10 (default: every core, {d.threads})")  # fmt: skip
 
     export = "write the labels and exit: coco OUT.json (RLE instances) or unetkit OUT.csv (a split)"
     p.add_argument("--export", nargs=2, metavar=("FORMAT", "OUT"), help=export)
