@@ -43,7 +43,7 @@ class LearnConfig:
     # a core back when they need it; idle between a person's clicks, the cores train. annotate_sim.py,
     # camvid-cars, AVX2 EPYC, 1 s before each click: 2 threads 52% fewer clicks over the 2nd half (114 ms
     # per click during a retrain), 1 thread 22% (124 ms).
-    threads: int = field(default_factory=lambda: usable_cores())
+    threads: int = field(default_factory=usable_cores)
     nice: int = 10  # the retrain's priority below the server's
     heldout_share: float = 0.2  # of the accepted masks, scored and never trained on
     min_heldout: int = 3
