@@ -112,6 +112,17 @@ def setup(
     return Runtime(dev, choose_precision(precision, dev), channels_last, rank, world_size, local_rank)
 
 
+def process_age() -> float:
+    """Seconds since this process started (Linux's /proc; 0 where unknown). A command's time budget
+    counts from there: the interpreter and torch take seconds to start, which a 40 s budget feels."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK"))  # field 22: start time in ticks
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def step_seed(seed: int, epoch: int, step: int) -> int:
     """A seed for one step that depends only on its position, so resumed runs replay exactly."""
     return (seed * 1_000_003 + epoch * 10_007 + step) % (2**63 - 1)

@@ -25,7 +25,8 @@ def add_parser(sub) -> None:
     g.add_argument(
         "--time-budget",
         metavar="DURATION",
-        help="e.g. 30m: measure this machine and pick network, size, batch and epochs to fit",
+        help="e.g. 30m, counted from the command's start: measure this machine and pick network, size, batch "
+        "and epochs to fit",
     )
     add_flags(p, TrainConfig, skip=("root",), title="run", groups={"data": d, "run": g})
 
@@ -46,5 +47,7 @@ def run(args: argparse.Namespace) -> int:
         preset = args.preset or (None if args.data or args.config else "demo")
         config = resolve(preset, args.config, overrides)
         budget = parse_duration(args.time_budget) if args.time_budget else 0.0
+        if budget:  # the user's wall clock, from the command's start
+            budget = max(1.0, budget - getattr(args, "startup_s", 0.0))
         result = fit(config, out=Path(args.out) if args.out else None, time_budget=budget)
     return 130 if result.stopped == "interrupted" else 0

@@ -3,9 +3,11 @@ machine, and pick width, input size, batch size and epochs so that training fits
 
 The rule, in order: prefer the largest input size (up to the data's own scale), then the widest
 network, that still gets enough optimiser steps in the budget (at least 30 epochs' worth of steps,
-clamped to 300..2000). Step times come from one measured network scaled by convolution cost
-(network_macs: a U-Net on a pretrained encoder is counted as built), and the chosen one is measured
-again. A run that starts from a trained model (--init) keeps its network.
+clamped to 300..2000); if none does, the cheapest at half its batch (starved of steps, more
+updates win). Step times come from measured networks scaled by convolution cost
+(network_macs: a U-Net on a pretrained encoder is counted as built): the cheapest candidate always,
+a mid-sized one too, and the chosen one, where each costs at most 5% of the budget.
+A run that starts from a trained model (--init) keeps its network.
 If the model already does this task (it scores >= 0.5 IoU on the validation split as it is, or it
 is a click model trained further as one), the input scale it was trained at is kept too: finer
 scales shrink what it learnt to recognise; and its encoder learns at 0.1 x lr unless
@@ -41,6 +43,8 @@ BUDGET_SHARE = 0.85  # of the budget planned for training; the rest covers valid
 FINETUNE_STEPS = 0.5  # share of the from-scratch step need a fine-tune needs (benchmarks/finetune.py)
 SAME_TASK_IOU = 0.5  # a source this good on the val split as it is already does the task
 SAME_TASK_ENCODER_LR = 0.1  # its encoder's lr then (unless --encoder-lr-scale is given): finetune.py benchmark
+MIN_STEPS_BETWEEN_VALIDATIONS = 10
+CALIBRATION_SHARE = 0.05  # of the budget that measuring a mid-sized reference network may take
 
 
 def fingerprint(config: TrainConfig, checked=None) -> dict:
@@ -129,6 +133,13 @@ def network_macs(config: TrainConfig) -> float:
     return counter.get_total_flops() / 2
 
 
+def val_every(epochs: int, steps_per_epoch: int) -> int:
+    """Epochs between validations (each also checkpoints): at most ~40 in a run, and at least
+    MIN_STEPS_BETWEEN_VALIDATIONS steps apart, as a 20-image set has 5-step epochs, where a validation and
+    its checkpoint took ~0.25 s against ~1 s of training (ISBI at 128 px on 2 AVX2 cores)."""
+    return max(1, math.ceil(epochs / 40), math.ceil(MIN_STEPS_BETWEEN_VALIDATIONS / steps_per_epoch))
+
+
 def _hw(config: TrainConfig) -> str:
     return "x".join(str(v) for v in config.data.size)
 
@@ -178,40 +189,87 @@ def _choose(
 ) -> tuple[TrainConfig, float, float, list[dict]]:
     """(chosen config, its measured seconds per step, seconds spent measuring, every candidate's row).
 
-    Calibrate once on a mid-sized candidate, then predict every candidate's step time from its
-    convolution cost (measuring each would eat a short budget), then confirm the chosen one.
-    `size` fixes the short side; `steps_share` scales the steps a candidate needs."""
+    Predict every candidate's step time from its convolution cost and measured references (measuring
+    each would eat a short budget), then confirm the chosen one. `size` fixes the short side;
+    `steps_share` scales the steps a candidate needs."""
     k, n_train = fp["num_classes"], fp["pairs"]["train"]
     sizes, trial_for = _trial_maker(config, fp)
     sizes = [size] if size else sizes
-    ref = trial_for(min(256, sizes[0]), widths_options[len(widths_options) // 2])
-    t0 = time.perf_counter()
-    ref_step = time_step(ref, k)
-    spent = time.perf_counter() - t0
-    ref_cost = network_macs(ref) * ref.batch_size
-    rows = [_row(ref, ref_step, True)]
+    predict, spent, rows = _calibrate(sizes, widths_options, trial_for, k, budget_s)
     chosen = None
     for size in sizes:  # prefer resolution, then width
         for widths in reversed(widths_options):
             trial = trial_for(size, widths)
-            step = ref_step * network_macs(trial) * trial.batch_size / ref_cost
+            step = predict(trial)
             needed = int(steps_share * min(2000, max(300, 30 * max(1, n_train // trial.batch_size))))
             affordable = int((BUDGET_SHARE * budget_s - spent) / step)
             rows.append(_row(trial, step, False, steps_needed=needed, steps_affordable=affordable))
             if affordable >= needed and chosen is None:
                 chosen = trial
-    chosen = chosen or trial_for(sizes[-1], widths_options[0])  # nothing reaches the wanted steps: the cheapest
-    step = ref_step
-    if (chosen.data.size, chosen.model.widths, chosen.batch_size) != (ref.data.size, ref.model.widths, ref.batch_size):
+    chosen = chosen or _starved(trial_for(sizes[-1], widths_options[0]))
+    step = next((r["seconds_per_step"] for r in rows if r["measured"] and _same(r, chosen)), None)
+    if step is None and 3 * predict(chosen) <= CALIBRATION_SHARE * budget_s:  # confirmed where affordable
         t0 = time.perf_counter()
         step = time_step(chosen, k)
         spent += time.perf_counter() - t0
         rows.append(_row(chosen, step, True))
-    log(
-        f"autoconfig: calibrated {ref_step:.3f} s/step at {_hw(ref)} widths {list(ref.model.widths)}; "
-        f"chose {_hw(chosen)} widths {list(chosen.model.widths)} ({step:.3f} s/step measured)"
-    )
+    step = step or predict(chosen)  # else training's first epochs measure it (fill_time_limit)
+    refs = ", ".join(f"{r['seconds_per_step']:.3f} s/step at {_hw_of(r)}" for r in rows if r["measured"])
+    log(f"autoconfig: measured {refs}; chose {_hw(chosen)} widths {list(chosen.model.widths)} ({step:.3f} s/step)")
     return chosen, step, spent, rows
+
+
+def _starved(cheapest: TrainConfig) -> TrainConfig:
+    """Nothing reaches the wanted steps: the cheapest candidate at half its batch. Starved of steps,
+    more updates beat bigger ones: ISBI (20 training images) in a 35 s limit on 2 AVX2 cores, batch 4
+    reached test fg IoU 0.865 where batch 8 reached 0.848 (benchmarks/time_to_quality.py's data)."""
+    return dataclasses.replace(cheapest, batch_size=max(2, cheapest.batch_size // 2))
+
+
+def _calibrate(sizes, widths_options, trial_for, num_classes: int, budget_s: float):
+    """(predict(trial) -> seconds per step, seconds spent measuring, the measured rows).
+
+    The cheapest candidate is measured first: measuring costs three of its steps, so a short budget
+    is not spent on planning (a mid-sized reference took 30 of a 39 s budget on a 2-core AVX2 CPU).
+    Where the budget affords it (CALIBRATION_SHARE), a mid-sized candidate is measured too, and
+    candidates at least as costly are predicted from it: small convolutions run less efficiently, so
+    the cheapest one alone would overrate a large network's step time."""
+    cheap = trial_for(sizes[-1], widths_options[0])
+    t0 = time.perf_counter()
+    refs = [(cost(cheap), time_step(cheap, num_classes))]
+    spent = time.perf_counter() - t0
+    rows = [_row(cheap, refs[0][1], True)]
+    mid = trial_for(min(256, sizes[0]), widths_options[len(widths_options) // 2])
+    mid_cost = cost(mid)
+    if mid_cost > refs[0][0] and 3 * refs[0][1] * mid_cost / refs[0][0] <= CALIBRATION_SHARE * budget_s:
+        t0 = time.perf_counter()
+        refs.append((mid_cost, time_step(mid, num_classes)))
+        spent += time.perf_counter() - t0
+        rows.append(_row(mid, refs[1][1], True))
+
+    def predict(trial: TrainConfig) -> float:
+        c = cost(trial)
+        ref_cost, ref_step = refs[-1] if c >= refs[-1][0] else refs[0]
+        return ref_step * c / ref_cost
+
+    return predict, spent, rows
+
+
+def cost(trial: TrainConfig) -> float:
+    """Multiply-adds of one training step's forward pass (the batch's)."""
+    return network_macs(trial) * trial.batch_size
+
+
+def _same(row: dict, trial: TrainConfig) -> bool:
+    return (row["size"], row["widths"], row["batch"]) == (
+        list(trial.data.size),
+        list(trial.model.widths),
+        trial.batch_size,
+    )
+
+
+def _hw_of(row: dict) -> str:
+    return "x".join(map(str, row["size"])) + f" widths {row['widths']}"
 
 
 def _same_task(source, config: TrainConfig, checked) -> tuple[float | None, bool]:
@@ -260,40 +318,40 @@ def _choose_from_source(config: TrainConfig, fp: dict, checked, source, budget_s
 
 
 def plan(
-    config: TrainConfig, checked, source, budget_s: float, auto_encoder_lr: bool, log=print
+    config: TrainConfig, checked, source, budget_s: float, auto_encoder_lr: bool, log=print, spent_s: float = 0.0
 ) -> tuple[TrainConfig, dict]:
     """(`config` with model widths, size, batch size, epochs and time limit set for the budget, the
     reasoning written to RUN/autoconfig.json). `config` is already resolved by train.plan (data, the
     starting model `source` and its network, norm); `checked` is its data check; `auto_encoder_lr`:
-    the user left --encoder-lr-scale unset."""
+    the user left --encoder-lr-scale unset. The budget's clock started `spent_s` seconds ago, before
+    the data check: the time limit is the whole budget, and what planning spends comes out of training."""
     fp = fingerprint(config, checked)
+    left = budget_s - spent_s
     transfer = {}
     if source:
         (trial, step, spent, rows), transfer = _choose_from_source(
-            config, fp, checked, source, budget_s, auto_encoder_lr, log
+            config, fp, checked, source, left, auto_encoder_lr, log
         )
     else:
-        trial, step, spent, rows = _choose(config, fp, budget_s, log)
+        trial, step, spent, rows = _choose(config, fp, left, log)
     steps_per_epoch = max(1, fp["pairs"]["train"] // trial.batch_size)
     epochs, epoch_s = epochs_for_budget(
-        budget_s - spent / BUDGET_SHARE, steps_per_epoch, step, fp["pairs"]["val"], trial.batch_size
+        left - spent / BUDGET_SHARE, steps_per_epoch, step, fp["pairs"]["val"], trial.batch_size
     )
-    # The budget is the user's wall clock: measuring and scoring the source came out of it already.
-    limit = max(1.0, budget_s - spent)
-    # At most ~40 validations (each also checkpoints and plots): matters when epochs are tiny.
     final = dataclasses.replace(
         trial,
         epochs=epochs,
-        time_limit=f"{limit:.1f}s",
+        time_limit=f"{budget_s:.1f}s",
         fill_time_limit=True,
-        val_every=max(1, math.ceil(epochs / 40)),
+        val_every=val_every(epochs, steps_per_epoch),
     )
     reasoning = {
         "budget_seconds": budget_s,
         "fingerprint": fp,
         "candidates_measured": rows,
+        "seconds_before_planning": round(spent_s, 1),
         "measurement_seconds": round(spent, 1),
-        "training_limit_seconds": round(limit, 1),
+        "time_limit_seconds": round(budget_s, 1),
         **({"init": transfer} if transfer else {}),
         "chosen": {
             **{k: v for k, v in _row(final, step, True).items() if k not in ("batch", "measured")},

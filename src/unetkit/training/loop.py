@@ -68,8 +68,9 @@ def fit(
     base = setup(config.device, config.precision, config.channels_last, config.deterministic)
     task = task or task_for(config)
     run = RunFolder(run_dir, base.is_main)
+    budget = TimeBudget(0.0, clock)  # a time limit counts planning and data preparation too: the user's wall clock
     plan, data = make_plan(config, run.path, run.log, task, base, saved, time_budget)
-    ctx = build_context(plan, data, base, run, task, TimeBudget(0.0, clock))
+    ctx = build_context(plan, data, base, run, task, budget)
     state = _restore(ctx, saved) if saved else LoopState()
     planner = FillPlanner(ctx.budget, ctx.config.val_every, ctx.config.fill_time_limit and saved is None)
     if ctx.config.epochs == 0 and saved is None:

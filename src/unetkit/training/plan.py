@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,7 +109,9 @@ class Decisions:
 
 def decide(config: TrainConfig, run_dir: Path, log, task: Task, rt: Runtime, saved, budget_s: float) -> Decisions:
     """The decisions that need no decoded pixels, in order, each once: demo data, the data check, the
-    usable splits, the starting model and its network, the norm, autoconfig's choices, the optimizer."""
+    usable splits, the starting model and its network, the norm, autoconfig's choices, the optimizer.
+    A budget pays for all of it: autoconfig plans training with what is left."""
+    started = time.perf_counter()
     config = task.adapt_config(config)
     if config.data.root is None and config.data.csv is None:
         config = demo_config(config, run_dir, rt)
@@ -123,7 +126,8 @@ def decide(config: TrainConfig, run_dir: Path, log, task: Task, rt: Runtime, sav
     config = resolve_norm(config, len(splits["train"]))
     reasoning = None
     if budget_s and saved is None:
-        config, reasoning = autoconfig.plan(config, checked, source, budget_s, user_encoder_lr is None, log)
+        before = time.perf_counter() - started  # the budget's clock (fit's) is already running
+        config, reasoning = autoconfig.plan(config, checked, source, budget_s, user_encoder_lr is None, log, before)
     config = resolve_optimizer(config)  # the network is settled now
     return Decisions(config, checked, splits, data_classes, recorded, source, reasoning)
 
