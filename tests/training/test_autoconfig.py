@@ -4,7 +4,7 @@ import pytest
 
 from conftest import tiny_config
 from unetkit.cli import main
-from unetkit.training import autoconfig
+from unetkit.training import autoconfig, network_cost
 from unetkit.training.autoconfig import epochs_for_budget, fingerprint
 from unetkit.training.plan import plan_for_budget as plan
 
@@ -15,7 +15,7 @@ def fast_steps(monkeypatch):
     seconds_per_gmac = 0.01
 
     def fake_time_step(config, num_classes, steps=2):
-        return seconds_per_gmac * autoconfig.unet_macs(config) * config.batch_size / 1e9
+        return seconds_per_gmac * network_cost.unet_macs(config) * config.batch_size / 1e9
 
     monkeypatch.setattr(autoconfig, "time_step", fake_time_step)
 
@@ -82,14 +82,14 @@ def test_cli_time_budget(demo_dir, tmp_path, fast_steps):
 
 def test_network_cost_counts_the_seed_by_hand_and_an_encoder_as_built():
     seed = tiny_config(model={"widths": (32, 64, 128, 256)}, data={"size": (256, 256)})
-    assert autoconfig.network_macs(seed) == autoconfig.unet_macs(seed)
+    assert network_cost.network_macs(seed) == network_cost.unet_macs(seed)
     lite = tiny_config(model={"widths": (32, 64, 128, 256), "encoder": "efficientnet-lite0"}, data={"size": (256, 256)})
     small = tiny_config(
         model={"widths": (32, 64, 128, 256), "encoder": "efficientnet-lite0"}, data={"size": (128, 128)}
     )
-    macs = autoconfig.network_macs(lite)
+    macs = network_cost.network_macs(lite)
     assert 2e9 < macs < 5e9  # counted as built (FLOP counter on the meta device)
-    assert abs(autoconfig.network_macs(small) * 4 / macs - 1) < 0.01  # fully convolutional: cost ~ pixels
+    assert abs(network_cost.network_macs(small) * 4 / macs - 1) < 0.01  # fully convolutional: cost ~ pixels
 
 
 def test_a_short_budget_measures_only_the_cheapest_network(demo_dir, tmp_path, monkeypatch):
@@ -100,7 +100,7 @@ def test_a_short_budget_measures_only_the_cheapest_network(demo_dir, tmp_path, m
 
     def fake_time_step(config, num_classes, steps=2):
         measured.append((config.data.size, config.model.widths, config.batch_size))
-        return 0.01 * autoconfig.unet_macs(config) * config.batch_size / 1e9
+        return 0.01 * network_cost.unet_macs(config) * config.batch_size / 1e9
 
     monkeypatch.setattr(autoconfig, "time_step", fake_time_step)
     cfg = tiny_config(data={"root": str(demo_dir)})

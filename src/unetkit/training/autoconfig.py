@@ -5,7 +5,7 @@ The rule, in order: prefer the largest input size (up to the data's own scale), 
 network, that still gets enough optimiser steps in the budget (at least 30 epochs' worth of steps,
 clamped to 300..2000); if none does, the cheapest at half its batch (starved of steps, more
 updates win). Step times come from measured networks scaled by convolution cost
-(network_macs: a U-Net on a pretrained encoder is counted as built): the cheapest candidate always,
+(network_cost.py: a U-Net on a pretrained encoder is counted as built): the cheapest candidate always,
 a mid-sized one too, and the chosen network if it is another, where each costs at most 5% of the
 budget.
 A run that starts from a trained model (--init) keeps its network.
@@ -29,13 +29,12 @@ import time
 
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from unetkit.config import TrainConfig
 from unetkit.data.check import check_dataset, class_names
-from unetkit.model import ModelConfig, build
 from unetkit.runtime import setup
 from unetkit.training.finetune import zero_shot
+from unetkit.training.network_cost import cost
 from unetkit.training.steps import build_training, load_batch, train_step
 
 WIDTHS = ((16, 32, 64, 128), (32, 64, 128, 256), (64, 128, 256, 512))
@@ -103,35 +102,6 @@ def epochs_for_budget(
     one forward per val image per epoch (a third of a training step per image)."""
     epoch_s = steps_per_epoch * step_s + num_val * step_s / batch_size / 3
     return max(1, math.floor(BUDGET_SHARE * budget_s / epoch_s)), epoch_s
-
-
-def unet_macs(config: TrainConfig) -> float:
-    """Multiply-adds of one forward pass of the configured U-Net on one image (convolutions only)."""
-    h, w = config.data.size
-    ch, macs = config.data.in_channels, 0.0
-    for width in config.model.widths:
-        macs += h * w * 9 * (ch * width + width * width)
-        ch, h, w = width, h // 2, w // 2
-    macs += h * w * 9 * (ch * 2 * ch + 4 * ch * ch)  # bottleneck
-    for width in reversed(config.model.widths):
-        macs += h * w * 4 * 2 * width * width  # 2x2 transposed conv, 2w -> w channels
-        h, w = h * 2, w * 2
-        macs += h * w * 9 * (2 * width * width + width * width)
-    return macs
-
-
-def network_macs(config: TrainConfig) -> float:
-    """Multiply-adds of one forward pass on one image: unet_macs for the seed network; for a U-Net on
-    another encoder, counted by torch's FLOP counter on a meta-device copy (no memory, no compute)."""
-    m = config.model
-    if m.encoder == "unet":
-        return unet_macs(config)
-    norm = "batch" if m.norm == "auto" else m.norm
-    with torch.device("meta"):
-        model = build(ModelConfig(config.data.in_channels, 1, m.widths, m.upsampling, norm, m.dropout, m.encoder))
-        with FlopCounterMode(display=False) as counter:
-            model(torch.empty(1, config.data.in_channels, *config.data.size))
-    return counter.get_total_flops() / 2
 
 
 def val_every(epochs: int, steps_per_epoch: int) -> int:
@@ -256,11 +226,6 @@ def _calibrate(sizes, widths_options, trial_for, num_classes: int, budget_s: flo
         return ref_step * c / ref_cost
 
     return predict, spent, rows
-
-
-def cost(trial: TrainConfig) -> float:
-    """Multiply-adds of one training step's forward pass (the batch's)."""
-    return network_macs(trial) * trial.batch_size
 
 
 def _same(row: dict, trial: TrainConfig, batch: bool = True) -> bool:
