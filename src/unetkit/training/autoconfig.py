@@ -44,7 +44,7 @@ FINETUNE_STEPS = 0.5  # share of the from-scratch step need a fine-tune needs (b
 SAME_TASK_IOU = 0.5  # a source this good on the val split as it is already does the task
 SAME_TASK_ENCODER_LR = 0.1  # its encoder's lr then (unless --encoder-lr-scale is given): finetune.py benchmark
 MIN_STEPS_BETWEEN_VALIDATIONS = 10
-CALIBRATION_SHARE = 0.05  # of the budget that measuring a mid-sized reference network may take
+CALIBRATION_SHARE = 0.05  # of the budget that measuring one more network (mid-sized, or the chosen one) may take
 
 
 def fingerprint(config: TrainConfig, checked=None) -> dict:
