@@ -81,6 +81,13 @@ class Timed:
         return getattr(self.model, name)
 
 
+class Instant(Timed):
+    """A network that answers at once (zero logits): what the model step and the request cost around it."""
+
+    def __call__(self, x):
+        return torch.zeros(x.shape[0], 1, *x.shape[2:])
+
+
 def time_model(predictor, image: torch.Tensor, repeat: int) -> tuple[float, float]:
     """(model step ms, the network's own call ms), medians after a warm-up click."""
     from unetkit.api import Click
@@ -159,6 +166,17 @@ def time_http(seg, png: bytes, repeat: int, by_id: bool, transport: str = "uvico
     return statistics.median(times[1:]) * 1000
 
 
+def around_network(path, array: np.ndarray, png: bytes, repeat: int) -> tuple[float, float, float, float]:
+    """(model step, HTTP, HTTP with the map as PNG, test client) ms with a network that answers at once."""
+    from unetkit.api import ClickPredictor, load_segmenter
+
+    seg = load_segmenter(path, "torch", "cpu", "auto", log=lambda m: None)
+    seg.model = Instant(seg.model)
+    ms_model, _ = time_model(ClickPredictor(seg), seg.to_tensor(array), repeat)
+    return (ms_model, time_http(seg, png, repeat, by_id=True), time_http(seg, png, repeat, by_id=False),
+            time_http(seg, png, repeat, by_id=True, transport="testclient"))  # fmt: skip
+
+
 def other_weight_range(path, folder: Path) -> str:
     """The gate of the int8 graph with the other weight range than this CPU's (8-bit weights where it
     lacks VNNI, 7-bit where it has it), scored the same way: what the choice of range is worth here."""
@@ -215,6 +233,8 @@ def main() -> None:
             name = f"{seg.engine} {precision}" + (" (--engine auto)" if engine == "auto" else "")
             rows.append((name, ms_network, ms_model, ms_http, ms_png, ms_test))
             print(rows[-1], flush=True)
+        around = around_network(path, array, buf.getvalue(), args.repeat)
+        rows.append(("no network (zero logits at once): the cost around it", 0.0, *around))
     lines = [
         f"## Time per click (cpu, {cpu_class()})",
         "",
@@ -230,7 +250,8 @@ def main() -> None:
         "server in one process, sharing the 2 cores): the page's request sends the previous map by the id "
         "the last answer gave (`prev_id`, `return_probs=false`), the stateless one uploads it as the PNG the last "
         "answer carried (one more PNG to encode, send and decode per click); test client: the page's request "
-        f"through FastAPI's in-process TestClient, no socket (how the rows before 2026-12-03 were taken).{gate}",
+        f"through FastAPI's in-process TestClient, no socket (how the rows before 2026-12-03 were taken). The last "
+        f"row swaps the network for one that returns zero logits at once: what the rest costs.{gate}",
         "",
         "| engine | network ms | model step ms | HTTP request ms (the page's: map by id) | HTTP, map as PNG "
         "| page's request, test client |",
