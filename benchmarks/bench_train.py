@@ -131,6 +131,39 @@ def vs_autocast(r: dict, results: list) -> str:
     return "n/a" if plain is None else f"{r['images_per_s'] / plain['images_per_s']:.2f}x"
 
 
+def measure(base: dict, has_bf16: bool, a) -> list[tuple[str, dict]]:
+    """[(label, result)] for the reference, plain autocast (where the CPU has bf16), unetkit and the
+    asked-for variants; with --rounds N, all of them N times in turn (a slow spell of a shared VM hits
+    every row alike) and each row's median run."""
+    runs = [("reference", {**base, "mode": "reference"})]
+    if has_bf16:  # emulated bf16 (AVX2) is ~13x slower: no peer would run it there
+        runs.append(("plain autocast", {**base, "mode": "autocast"}))
+    runs.append(("unetkit", {**base, "mode": "ours"}))
+    if a.nchw:  # the other layout than the one unetkit picks (known once its first run says which)
+        runs.append(("unetkit other layout", {**base, "mode": "ours"}))
+    if a.compile:
+        runs.append(("unetkit --compile", {**base, "mode": "ours", "compile": True}))
+    measured: dict[str, list[dict]] = {label: [] for label, _ in runs}
+    for _ in range(a.rounds):
+        for label, args in runs:
+            if label == "unetkit other layout":
+                args = {**args, "channels_last": "channels_last" not in measured["unetkit"][0]["precision"]}
+            measured[label].append(run_isolated(__file__, args))
+    out = []
+    for label, _ in runs:
+        rs = sorted(measured[label], key=lambda r: r["images_per_s"])
+        r = {**rs[len(rs) // 2], "all_images_per_s": [x["images_per_s"] for x in measured[label]]}
+        if label == "unetkit other layout":
+            label = "unetkit NCHW" if "channels_last" not in r["precision"] else "unetkit channels_last"
+        out.append((label, r))
+    return out
+
+
+def spread(r: dict) -> str:
+    runs = r.get("all_images_per_s", [])
+    return f" ({min(runs):.2f}-{max(runs):.2f})" if len(runs) > 1 else ""
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--single")
@@ -144,6 +177,7 @@ def main() -> None:
     p.add_argument("--section", default="")
     p.add_argument("--nchw", action="store_true", help="also measure unetkit's step without channels_last")
     p.add_argument("--networks", default="seed,width32", help="rows: " + ", ".join(NETWORKS))
+    p.add_argument("--rounds", type=int, default=1, help="measure every row this many times in turn; the median")
     a = p.parse_args()
     if a.single:
         print(json.dumps(single(json.loads(a.single))))
@@ -156,21 +190,11 @@ def main() -> None:
         for size in (int(s) for s in a.sizes.split(",")):
             base = {"size": size, "batch": a.batch, "model": net, "device": a.device, "steps": a.steps}
             print(f"measuring {name} at {size}px, batch {a.batch}: reference, then unetkit ...", flush=True)
-            ref = run_isolated(__file__, {**base, "mode": "reference"})
-            results = [("reference", ref)]
-            if bf16 is not None:  # emulated bf16 (AVX2) is ~13x slower: no peer would run it there
-                results.append(("plain autocast", run_isolated(__file__, {**base, "mode": "autocast"})))
-            ours = run_isolated(__file__, {**base, "mode": "ours"})
-            results.append(("unetkit", ours))
-            if a.nchw:  # the other layout than the one unetkit picks
-                other = {**base, "mode": "ours", "channels_last": not ours["precision"].count("channels_last")}
-                label = "unetkit channels_last" if other["channels_last"] else "unetkit NCHW"
-                results.append((label, run_isolated(__file__, other)))
-            if a.compile:
-                results.append(("unetkit --compile", run_isolated(__file__, {**base, "mode": "ours", "compile": True})))
+            results = measure(base, bf16 is not None, a)
+            ref = results[0][1]
             for label, r in results:
                 row = (
-                    f"| {name} | {size} | {label}: {r['precision']} | {r['images_per_s']:.2f} | "
+                    f"| {name} | {size} | {label}: {r['precision']} | {r['images_per_s']:.2f}{spread(r)} | "
                     f"{r['images_per_s'] / ref['images_per_s']:.2f}x | {vs_autocast(r, results)} | "
                     f"{r['conv_gflops']:.0f} | "
                     f"{share(r['conv_gflops'], bf16)} | {share(r['conv_gflops'], fp32)} | {r['peak_mb']:.0f} |"
@@ -184,7 +208,9 @@ def main() -> None:
         "",
         header(command),
         f"Matmul ceilings measured in this run: bf16 {fmt_ceiling(bf16)}, fp32 {fmt_ceiling(fp32)}. "
-        f"Batch {a.batch}; median of {a.steps} steps after warm-up. Conv GFLOP/s counts 3x the forward "
+        f"Batch {a.batch}; median of {a.steps} steps after warm-up"
+        + (f", each row measured {a.rounds} times in turn and its median run shown" if a.rounds > 1 else "")
+        + ". Conv GFLOP/s counts 3x the forward "
         f"convolution FLOPs per image. Memory: {mem}.",
         "",
         "| network | px | run | img/s | vs fp32 eager | vs plain autocast | conv GFLOP/s | of bf16 ceiling | "

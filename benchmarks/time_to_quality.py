@@ -11,9 +11,11 @@ driving ReduceLROnPlateau (max, patience 5), fp32 NCHW. Test: the prediction at 
 
 unetkit: `unetkit train --data CSV --in-channels 3 --time-budget T` for each T (default: 1/10, 1/5 and
 1/3 of the reference's training time), then `unetkit evaluate --split test`. The row says how long
-each took in all (planning, training, evaluation) and its test foreground IoU.
+each took in all (planning, training, evaluation) and its test foreground IoU. With --seeds, each run
+is repeated per seed (the reference's weights and order, unetkit's --seed; the budgets are shares of the
+references' mean time) and the verdict compares means: one seed moves test IoU by about 0.005.
 
-    python benchmarks/time_to_quality.py [--budgets 0.1,0.2,0.33] [--epochs 5]
+    python benchmarks/time_to_quality.py [--budgets 0.1,0.2,0.33] [--epochs 5] [--seeds 0,1,2]
 """
 
 from __future__ import annotations
@@ -75,11 +77,12 @@ def val_dice(model, val) -> float:
     return float(np.mean(scores))
 
 
-def reference(epochs: int) -> tuple[torch.nn.Module, float]:
-    """Train with the README recipe; (model, seconds of training including its validation)."""
+def reference(epochs: int, seed: int = 0) -> tuple[torch.nn.Module, float]:
+    """Train with the README recipe; (model, seconds of training including its validation). The
+    validation split stays milesial's (seed 0); `seed` sets the weights and the order of the images."""
     from unetkit import UNet
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     data = [load(i, m) for i, m in pairs("train")]
     n_val = int(len(data) * 0.1)
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0)).tolist()
@@ -91,7 +94,7 @@ def reference(epochs: int) -> tuple[torch.nn.Module, float]:
     t0, step = time.perf_counter(), 0
     for epoch in range(epochs):
         model.train()
-        for i in torch.randperm(len(train), generator=torch.Generator().manual_seed(epoch)).tolist():
+        for i in torch.randperm(len(train), generator=torch.Generator().manual_seed(1000 * seed + epoch)).tolist():
             x, y = train[i]
             logits = model(x[None])
             loss = F.cross_entropy(logits, y[None]) + dice_loss(logits, y[None])
@@ -120,61 +123,89 @@ def reference_test_iou(model) -> float:
     return inter / union
 
 
-def unetkit_run(budget_s: float, work: Path) -> dict:
+def unetkit_run(budget_s: float, work: Path, seed: int = 0) -> dict:
     """`unetkit train --time-budget` then `unetkit evaluate --split test`: seconds and test fg IoU."""
-    out = work / f"unetkit-{budget_s:.0f}s"
+    out = work / f"unetkit-{budget_s:.0f}s-seed{seed}"
     t0 = time.perf_counter()
     train = [sys.executable, "-m", "unetkit", "train", "--data", str(SPLIT), "--in-channels", "3",
-             "--time-budget", f"{budget_s:.0f}s", "--out", str(out), "--sample-every", "0"]  # fmt: skip
+             "--time-budget", f"{budget_s:.0f}s", "--out", str(out), "--sample-every", "0",
+             "--seed", str(seed)]  # fmt: skip
     log = subprocess.run(train, check=True, capture_output=True, text=True).stdout
     trained = time.perf_counter() - t0
-    init = next((ln[6:].split(": ")[0] for ln in log.splitlines() if ln.startswith("init: ")), "from scratch")
+    inits = [ln[6:].split(" (")[0].split(": ")[0] for ln in log.splitlines() if ln.startswith("init: ")]
+    init = inits[0] if inits else "from scratch"
     evaluate = [sys.executable, "-m", "unetkit", "evaluate", str(out / "checkpoints" / "best.pt"), "--data", str(SPLIT),
                 "--split", "test", "--json"]  # fmt: skip
     summary = json.loads(subprocess.run(evaluate, check=True, capture_output=True, text=True).stdout)
     config = json.loads((out / "config.json").read_text())
-    return {"budget_s": budget_s, "train_seconds": round(trained, 1), "fg_iou": summary["classes"][1]["iou"],
+    return {"budget_s": budget_s, "seed": seed, "train_seconds": round(trained, 1),
+            "fg_iou": summary["classes"][1]["iou"],
             "precision": config["runtime"]["precision"], "widths": config["model"]["widths"],
             "size": config["data"]["size"], "init": init}  # fmt: skip
 
 
 def table(rows: list[dict], command: str) -> str:
-    ref = next(r for r in rows if r["run"] == "reference")
+    refs = [r for r in rows if r["run"] == "reference"]
+    ref_s, ref_iou = np.mean([r["train_seconds"] for r in refs]), np.mean([r["fg_iou"] for r in refs])
     lines = [
         f"## Time to a quality: milesial's recipe vs `unetkit train --time-budget` (cpu, {cpu_class()}, ISBI as RGB)",
         "",
         header(command),
         __doc__.split("\n\n")[1].replace("\n", " "),
         "",
-        "| run | training seconds | share of the reference's time | test fg IoU | reaches the reference? |",
-        "|---|---|---|---|---|",
-        f"| reference (5 epochs, batch 1, fp32) | {ref['train_seconds']:.0f} | 1 | {ref['fg_iou']:.3f} | - |",
+        "| run | seed | training seconds | share of the reference's time | test fg IoU | reaches the reference? |",
+        "|---|---|---|---|---|---|",
+        *[
+            f"| reference (5 epochs, batch 1, fp32) | {r.get('seed', 0)} | {r['train_seconds']:.0f} | 1 "
+            f"| {r['fg_iou']:.3f} | - |"
+            for r in refs
+        ],  # fmt: skip
     ]
-    for r in (r for r in rows if r["run"] == "unetkit"):
-        share = r["train_seconds"] / ref["train_seconds"]
-        reach = "yes" if r["fg_iou"] >= ref["fg_iou"] else f"no ({r['fg_iou'] - ref['fg_iou']:+.3f})"
-        lines.append(
-            f"| unetkit --time-budget {r['budget_s']:.0f}s ({r['precision']}, widths {r['widths']}, {r['size']} px, "
-            f"init: {r.get('init', '?')}) "
-            f"| {r['train_seconds']:.0f} | 1/{1 / share:.1f} | {r['fg_iou']:.3f} | {reach} |"
-        )
+    runs = [r for r in rows if r["run"] == "unetkit"]
+    for r in runs:
+        share = ref_s / r["train_seconds"]
+        lines.append(f"| {describe(r)} | {r.get('seed', 0)} | {r['train_seconds']:.0f} | 1/{share:.1f} "
+                     f"| {r['fg_iou']:.3f} | {reach(r['fg_iou'], ref_iou)} |")  # fmt: skip
+    if len(refs) > 1:
+        lines.append(f"| **reference, mean of {len(refs)} seeds** | all | {ref_s:.0f} | 1 | {ref_iou:.3f} | - |")
+        for budget in dict.fromkeys(r["budget_s"] for r in runs):
+            same = [r for r in runs if r["budget_s"] == budget]
+            sec, score = np.mean([r["train_seconds"] for r in same]), np.mean([r["fg_iou"] for r in same])
+            lines.append(f"| **{describe(same[0])}, mean of {len(same)}** | all | {sec:.0f} | 1/{ref_s / sec:.1f} "
+                         f"| {score:.3f} | {reach(score, ref_iou)} |")  # fmt: skip
     return "\n".join(lines)
+
+
+def describe(r: dict) -> str:
+    return (f"unetkit --time-budget {r['budget_s']:.0f}s ({r['precision']}, widths {r['widths']}, {r['size']} px, "
+            f"init: {r.get('init', '?')})")  # fmt: skip
+
+
+def reach(score: float, ref: float) -> str:
+    return "yes" if score >= ref else f"no ({score - ref:+.3f})"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budgets", default="0.1,0.2,0.33", help="unetkit's budgets as shares of the reference's time")
     ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--seeds", default="0", help="comma-separated seeds, each run once per seed")
     args = ap.parse_args()
     if not pairs("test")[0][0].is_file():
         raise SystemExit(f"{pairs('test')[0][0]} not found: ISBI 2012 lives in ../shared/data beside the repo")
-    model, seconds = reference(args.epochs)
-    rows = [{"run": "reference", "train_seconds": round(seconds, 1), "fg_iou": reference_test_iou(model)}]
-    print(json.dumps(rows[-1]), flush=True)
+    seeds = [int(v) for v in args.seeds.split(",")]
+    rows = []
+    for seed in seeds:
+        model, seconds = reference(args.epochs, seed)
+        rows.append({"run": "reference", "seed": seed, "train_seconds": round(seconds, 1),
+                     "fg_iou": reference_test_iou(model)})  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
+    ref_s = float(np.mean([r["train_seconds"] for r in rows]))
     with tempfile.TemporaryDirectory(prefix="ttq-") as tmp:
-        for share in (float(s) for s in args.budgets.split(",")):
-            rows.append({"run": "unetkit", **unetkit_run(share * seconds, Path(tmp))})
-            print(json.dumps(rows[-1]), flush=True)
+        for share in (float(v) for v in args.budgets.split(",")):
+            for seed in seeds:
+                rows.append({"run": "unetkit", **unetkit_run(share * ref_s, Path(tmp), seed)})
+                print(json.dumps(rows[-1]), flush=True)
     stamp = {"machine": machine()["cpu"], "date": time.strftime("%Y-%m-%d %H:%M")}
     with ROWS.open("a") as f:
         f.writelines(json.dumps({**r, **stamp}) + "\n" for r in rows)
