@@ -24,6 +24,7 @@ from common import conv_flops, cpu_class, header, matmul_gflops, peak_rss_mb, ru
 NETWORKS = {  # --networks picks by key; seed and width32 are the default rows
     "seed": ("seed (64-512)", {"widths": (64, 128, 256, 512)}),
     "width32": ("width 32 (32-256)", {"widths": (32, 64, 128, 256)}),
+    "width16": ("width 16 (16-128)", {"widths": (16, 32, 64, 128)}),  # what --time-budget picks for short runs
     "lite0": ("efficientnet-lite0, decoder 16-128", {"widths": (16, 32, 64, 128), "encoder": "efficientnet-lite0"}),
 }
 
