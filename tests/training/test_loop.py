@@ -55,13 +55,16 @@ def test_fill_planner_looks_again_when_the_first_window_was_slow():
     # Epoch 1 ends at 5 s; epoch 2 (first validation and save) takes 10 s, later ones 5 s. The first look
     # plans for 10 s epochs: 2 + (97 - 15) // 10 = 10 epochs, which would end at 55 s of the 100 s limit.
     # The second look, at the first epoch start past a third of the limit (35 s, epoch 6), measures
-    # 5 s over epochs 2-5 and plans 6 + (97 - 35) // 5 = 18 epochs, ending at 95 s. Then it stops
-    # reading the clock (a further read would exhaust `times`).
-    times = iter([5.0, 15.0, 20.0, 25.0, 30.0, 35.0])
+    # 5 s over epochs 2-5 and plans 6 + (97 - 35) // 5 = 18 epochs, ending at 95 s. Then the VM speeds
+    # up: epochs take 2.5 s, so epoch e starts at 35 + 2.5 (e - 6) s and the run would end at ~65 s. The
+    # third look, at the first epoch start past two thirds (67.5 s, epoch 19), measures 2.5 s over
+    # epochs 6-18 and plans 19 + (97 - 67.5) // 2.5 = 30 epochs. Then it stops reading the clock (a
+    # further read would exhaust `times`).
+    times = iter([5.0, 15.0, 20.0, 25.0, 30.0, 35.0, *[35.0 + 2.5 * k for k in range(1, 14)]])
     planner = FillPlanner(TimeBudget(100.0, clock=lambda: next(times), start=0.0), val_every=1, enabled=True)
-    looks = [planner.at_epoch_start(epoch) for epoch in range(1, 12)]
-    assert looks[1] == (10, 10.0) and looks[5] == (18, 5.0)
-    assert [i for i, x in enumerate(looks) if x] == [1, 5]
+    looks = [planner.at_epoch_start(epoch) for epoch in range(1, 40)]
+    assert looks[1] == (10, 10.0) and looks[5] == (18, 5.0) and looks[18] == (30, 2.5)
+    assert [i for i, x in enumerate(looks) if x] == [1, 5, 18]
     # With validation every 2 epochs it looks only where a window holds whole validation periods.
     times = iter([2.0, 12.0, 50.0])
     planner = FillPlanner(TimeBudget(100.0, clock=lambda: next(times), start=0.0), val_every=2, enabled=True)
