@@ -18,7 +18,7 @@ The reasoning is written to RUN/autoconfig.json.
 
 The epoch count planned here is a first estimate: training measures its real epoch time after the
 first epochs (data loading, validation and checkpoints included) and re-sets the epochs so the
-schedule ends at the budget (`fill_time_limit`), then once more a third of the way in.
+schedule ends at the budget (`fill_time_limit`), then again a third and two thirds of the way in.
 """
 
 from __future__ import annotations
