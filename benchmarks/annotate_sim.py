@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import base64
 import io
+import itertools
 import json
 import shutil
 import socket
@@ -53,16 +54,20 @@ CAR = 8  # CamVid's class index of car (SOURCE.md)
 RUN_COMMAND = "python benchmarks/annotate_sim.py --domain D --images 100 --every 10 --minutes 3 --modes off,on"
 
 
-def camvid_cars(out: Path, gt: Path, n: int) -> None:
+def camvid_car_masks():
+    """(image path, car mask): the largest car (>= 1,500 px) of each CamVid test image that has one."""
     for mask_path in sorted((SHARED / "camvid" / "test" / "masks").glob("*.png")):
         labels, k = ndimage.label(np.asarray(Image.open(mask_path)) == CAR)
         sizes = np.bincount(labels.ravel())[1:]
         if k and sizes.max() >= 1500:
             image = next((SHARED / "camvid" / "test" / "images").glob(mask_path.stem + ".*"))
-            (out / image.name).symlink_to(image.resolve())
-            Image.fromarray((labels == 1 + int(np.argmax(sizes))).astype(np.uint8) * 255).save(gt / f"{image.stem}.png")
-        if len(list(gt.iterdir())) >= n:
-            return
+            yield image, labels == 1 + int(np.argmax(sizes))
+
+
+def camvid_cars(out: Path, gt: Path, n: int) -> None:
+    for image, mask in itertools.islice(camvid_car_masks(), n):
+        (out / image.name).symlink_to(image.resolve())
+        Image.fromarray(mask.astype(np.uint8) * 255).save(gt / f"{image.stem}.png")
 
 
 def isbi_cell_masks(per_slice: int = 4):

@@ -59,7 +59,6 @@ class FocusSession:
     image: torch.Tensor
     side: int
     blend: int
-    zoom_in: bool = False
 
     def __post_init__(self) -> None:
         self.clicks, self.pixels, self.windows = [], [], {}
@@ -78,7 +77,9 @@ class FocusSession:
         y0, x0, y1, x1 = box
         # the box's longer side at the whole view's scale: the same scale, on fewer pixels
         size = round(max(y1 - y0, x1 - x0) * p.view_size / max(h, w))
-        window = self.windows.setdefault(size, ClickPredictor(p.seg, view_size=size))  # keeps its resized view
+        if size not in self.windows:  # one predictor per window size: each keeps its resized view
+            self.windows[size] = ClickPredictor(p.seg, view_size=size)
+        window = self.windows[size]
         new = window.probs(self.image, self.clicks, self.probs, box)[y0:y1, x0:x1]
         a = feather(box, h, w, self.blend)
         self.probs = self.probs.copy()
@@ -102,6 +103,7 @@ class FocusPredictor:
 
 
 def grabcut_pairs():
+    """(RGB image, object mask, ignore mask: the 128 band) of each GrabCut image."""
     for mask_path in sorted((GRABCUT / "masks").glob("*.png")):
         m = np.asarray(Image.open(mask_path).convert("L"))
         image = next(p for p in (GRABCUT / "images").glob(mask_path.stem + ".*"))

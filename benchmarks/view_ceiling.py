@@ -19,11 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
-from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).parent))
-from annotate_sim import CAR, SHARED, isbi_cell_masks  # noqa: E402
+from annotate_sim import SHARED, camvid_car_masks, isbi_cell_masks  # noqa: E402
+from click_focus import grabcut_pairs  # noqa: E402
 from common import header, write_section  # noqa: E402
 
 
@@ -38,20 +37,6 @@ def round_trip_iou(mask: np.ndarray, view: int) -> float:
     return float((back & mask).sum() / max((back | mask).sum(), 1))
 
 
-def camvid_car_masks():
-    """annotate_sim.py's camvid-cars objects: the largest car (>= 1,500 px) of each CamVid test image."""
-    for path in sorted((SHARED / "camvid" / "test" / "masks").glob("*.png")):
-        labels, k = ndimage.label(np.asarray(Image.open(path)) == CAR)
-        sizes = np.bincount(labels.ravel())[1:]
-        if k and sizes.max() >= 1500:
-            yield path.stem, None, labels == 1 + int(np.argmax(sizes))
-
-
-def grabcut_masks():
-    for path in sorted((SHARED / "grabcut" / "masks").glob("*.png")):
-        yield path.stem, None, np.asarray(Image.open(path).convert("L")) == 255
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="320,512")
@@ -60,8 +45,8 @@ def main() -> None:
         raise SystemExit(f"{SHARED} lacks isbi2012_em: the data lives in ../shared/data beside the repo")
     sets = {
         "isbi-cells (annotate_sim's first 100)": [m for _, _, m in itertools.islice(isbi_cell_masks(), 100)],
-        "camvid-cars (annotate_sim's first 100)": [m for _, _, m in itertools.islice(camvid_car_masks(), 100)],
-        "GrabCut (50)": [m for _, _, m in grabcut_masks()],
+        "camvid-cars (annotate_sim's first 100)": [m for _, m in itertools.islice(camvid_car_masks(), 100)],
+        "GrabCut (50)": [gt for _, gt, _ in grabcut_pairs()],
     }
     lines = [
         "## The view's ceiling: an exact mask after a prediction's round trip (cpu)",
