@@ -15,9 +15,9 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from unetkit.infer.predict import Segmenter  # noqa: E402
 from unetkit.interactive.clicks import Click  # noqa: E402
-from unetkit.interactive.predictor import ClickPredictor  # noqa: E402
+from unetkit.interactive.predictor import ClickPredictor, next_box  # noqa: E402
 from unetkit.serve.app import Limits, create_app  # noqa: E402
-from unetkit.serve.clicks import ImageCache  # noqa: E402
+from unetkit.serve.clicks import ClickOptions, ImageCache  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +81,44 @@ def test_the_previous_map_by_id_gives_what_its_png_gives(client, learn_dir):
     assert stale.status_code == 404 and "prev_id" in stale.json()["error"]
 
 
+def test_zoom_in_predicts_in_ritms_box_and_keeps_it_with_the_map(seg, learn_dir, tmp_path):
+    """From the 2nd click the model sees a box around the object (200 px at least, so the picture is
+    larger here); a map sent back by id carries its box on while clicks land inside it (the rule ClickSession's
+    zoom-in follows: next_box); `zoom_in=false` (or the server's --no-zoom-in) predicts on the whole image."""
+    path = sorted((learn_dir / "test" / "images").iterdir())[3]
+    big = tmp_path / "big.png"
+    Image.open(path).resize((448, 384), Image.BILINEAR).save(big)
+    client = TestClient(create_app(seg, Limits(max_bytes=2**20, max_pixels=1_000_000, slots=1, queue=4)))
+    first = client.post("/v1/interactive", files={"image": ("x.png", big.read_bytes())}).json()
+    predictor, image = ClickPredictor(seg), seg.to_tensor(big)
+    clicks = [Click(100.0, 120.0, True), Click(110.0, 140.0, False), Click(95.0, 115.0, True)]
+    out, box, boxes = first, None, []
+    for k in range(1, 4):
+        prev = decode(out["probs_png_base64"]).astype(np.float32) / 255
+        data = {"image_id": first["image_id"], "clicks": json.dumps([c.to_dict() for c in clicks[:k]])}
+        out = client.post("/v1/interactive", data={**data, "prev_id": out["probs_id"]}).json()
+        box = next_box(box, prev, clicks[:k], predictor.threshold)
+        boxes.append(out["box"])
+        assert out["box"] == (list(box) if box else None)
+        expected = predictor.probs(image, clicks[:k], prev, box)
+        assert np.array_equal(decode(out["mask_png_base64"]) > 0, expected > 0.49)
+    assert boxes[0] is None and boxes[1] is not None and boxes[2] == boxes[1]  # the 3rd click fell inside
+    y0, x0, y1, x1 = boxes[1]
+    assert (y1 - y0, x1 - x0) != (384, 448) and min(y1 - y0, x1 - x0) >= 200
+    outside = np.ones((384, 448), bool)
+    outside[y0:y1, x0:x1] = False
+    assert outside.any() and np.all(decode(out["probs_png_base64"])[outside] == 0)  # as RITM: nothing there
+
+    plain = client.post("/v1/interactive", data={**data, "prev_id": first["probs_id"], "zoom_in": "false"}).json()
+    prev = decode(first["probs_png_base64"]).astype(np.float32) / 255
+    assert plain["box"] is None
+    assert np.array_equal(decode(plain["mask_png_base64"]) > 0, predictor.probs(image, clicks, prev) > 0.49)
+    off = TestClient(create_app(seg, clicks=ClickOptions(zoom_in=False)))
+    first = off.post("/v1/interactive", files={"image": ("x.png", big.read_bytes())}).json()
+    two = {"image_id": first["image_id"], "clicks": json.dumps([c.to_dict() for c in clicks[:2]])}
+    assert off.post("/v1/interactive", data={**two, "prev_id": first["probs_id"]}).json()["box"] is None
+
+
 def test_bad_interactive_requests_get_4xx(client, learn_dir):
     path = sorted((learn_dir / "test" / "images").iterdir())[0]
     image_id = client.post("/v1/interactive", files={"image": ("x.png", path.read_bytes())}).json()["image_id"]
@@ -123,7 +161,7 @@ def test_cached_maps_are_bounded_per_image_and_go_with_their_image():
     cache = ImageCache(max_images=2, max_bytes=10**9, maps_per_image=3)
     key = cache.put(b"a", np.zeros((2, 2, 3), np.float32))
     ids = [cache.keep_map(key, np.full((2, 2), i, np.uint8)) for i in range(4)]
-    assert cache.get_map(key, ids[0]) is None and [cache.get_map(key, i)[0, 0] for i in ids[1:]] == [1, 2, 3]
+    assert cache.get_map(key, ids[0]) is None and [cache.get_map(key, i)[0][0, 0] for i in ids[1:]] == [1, 2, 3]
     cache.put(b"b", np.zeros((2, 2, 3), np.float32))
     cache.put(b"c", np.zeros((2, 2, 3), np.float32))  # drops "a" and its maps
     assert cache.get(key) is None and cache.get_map(key, ids[3]) is None and key not in cache.maps

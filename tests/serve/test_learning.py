@@ -188,6 +188,7 @@ def test_the_candidate_is_served_only_if_it_scores_at_least_as_well(click_run, t
     trained = {r.split(",")[0] for r in csv_rows if r.endswith(",train")}
     assert len(held) == 3 and trained and not held & trained  # never trained on, not even as val
     assert evaluate[evaluate.index("--split") + 1] == "test" and "--recorded-split" in evaluate
+    assert evaluate[evaluate.index("--zoom-in") + 1] == "true"  # scored as the page's clicks are served
 
 
 def test_accepted_masks_retrain_and_swap_the_served_model(click_run, learn_dir, tmp_path):

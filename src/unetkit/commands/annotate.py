@@ -21,6 +21,9 @@ def add_parser(sub) -> None:
         default="builtin:clicks",
         help="checkpoint (.pt or .safetensors) or builtin:NAME; a click model enables clicks (default: builtin:clicks)",
     )
+    p.add_argument("--zoom-in", action=argparse.BooleanOptionalAction, default=True,
+                   help="from the 2nd click, predict on a box around the object (RITM's zoom-in), also when a "
+                   "retrain scores its models (default: on)")  # fmt: skip
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     p.add_argument(
@@ -78,10 +81,13 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("annotate: needs fastapi and uvicorn; pip install 'unetkit[serve]'") from None
     from unetkit.serve.annotate import LearnSpec, annotate_routes, scan
     from unetkit.serve.app import create_app
+    from unetkit.serve.clicks import ClickOptions
     from unetkit.serve.learning import LearnConfig, load_state, model_path
 
     folder = Path(args.folder)
-    config = LearnConfig(every=args.retrain_every, minutes=args.retrain_minutes, threads=args.retrain_threads)
+    config = LearnConfig(
+        every=args.retrain_every, minutes=args.retrain_minutes, threads=args.retrain_threads, zoom_in=args.zoom_in
+    )
     learn = LearnSpec(folder, args.model, config, args.engine, args.device) if args.learn else None
     state = load_state(folder, args.model)
     model = model_path(folder, state) if args.learn else args.model
@@ -89,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"annotate: resuming with the model learnt here, version {state['version']} ({model})")
     seg = load(model, args.engine, args.device, "auto")
     items = scan(folder, seg)
-    app = create_app(seg, add_ons=[annotate_routes(items, learn, names)])
+    app = create_app(seg, add_ons=[annotate_routes(items, learn, names)], clicks=ClickOptions(args.zoom_in))
     done = sum(it.mask.exists() for it in items)
     print(f"annotating {args.folder}: {len(items)} images, {done} with masks; open http://{args.host}:{args.port}/")
     if learn:

@@ -30,6 +30,9 @@ def add_parser(sub) -> None:
         default=1,
         help="server processes, each with its own model and share of the cores (default: 1)",
     )
+    p.add_argument("--zoom-in", action=argparse.BooleanOptionalAction, default=True,
+                   help="click models: from the 2nd click, predict on a box around the object (RITM's zoom-in; "
+                   "a request's zoom_in field overrides) (default: on)")  # fmt: skip
     p.add_argument("--slots", type=int, default=1, help="concurrent inferences per process (default: 1)")
     p.add_argument("--queue", type=int, default=8, help="requests per process that may wait before 503 (default: 8)")
     p.add_argument("--max-upload-mb", type=float, default=20, help="largest upload (default: 20)")
@@ -57,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         )
     limits = Limits(int(args.max_upload_mb * 2**20), args.max_pixels, args.slots, args.queue, args.timeout)
     threads = max(1, (os.cpu_count() or 1) // args.workers) if args.workers > 1 else 0
-    spec = ServeSpec(os.path.abspath(checkpoint), args.engine, args.device, limits, threads)
+    spec = ServeSpec(os.path.abspath(checkpoint), args.engine, args.device, limits, threads, args.zoom_in)
     where = f"http://{args.host}:{args.port}/"
     if args.workers == 1:
         app = build_app(spec)  # load errors surface here, before the port is bound

@@ -106,6 +106,17 @@ def zoom_box(mask: np.ndarray, clicks: list[Click]) -> tuple[int, int, int, int]
     return box[0][0], box[1][0], box[0][1], box[1][1]
 
 
+def next_box(box, probs: np.ndarray, clicks: list[Click], threshold: float) -> tuple[int, int, int, int] | None:
+    """RITM's zoom-in rule for the click just added (the last of `clicks`): from the 2nd click on, the box
+    around the current mask (`probs`, before this click) and the positive clicks, kept while clicks land
+    inside it; None (the whole image) before that or when there is nothing to zoom on."""
+    if len(clicks) < 2:
+        return None
+    if box is not None and View(box, (1, 1)).contains(clicks[-1]):
+        return box
+    return zoom_box(foreground(probs, threshold), clicks)
+
+
 @dataclass
 class ClickSession:
     """The clicks on one image and the mask they give; each click re-predicts from the previous mask."""
@@ -123,9 +134,8 @@ class ClickSession:
     def add(self, click: Click) -> np.ndarray:
         self.history.append(self.probs)
         self.clicks.append(click)
-        outside = self.box is None or not View(self.box, (1, 1)).contains(click)
-        if self.zoom_in and len(self.clicks) > 1 and outside:
-            self.box = zoom_box(foreground(self.probs, self.predictor.threshold), self.clicks)
+        if self.zoom_in:
+            self.box = next_box(self.box, self.probs, self.clicks, self.predictor.threshold)
         self.probs = self.predictor.probs(self.image, self.clicks, self.probs, self.box)
         return self.probs
 

@@ -27,7 +27,7 @@ from unetkit._version import __version__
 from unetkit.deploy.engines import load
 from unetkit.infer.predict import Segmenter
 from unetkit.runtime import release_openmp_threads
-from unetkit.serve.clicks import add_click_routes
+from unetkit.serve.clicks import ClickOptions, add_click_routes
 from unetkit.serve.http import Gate, Limits, Served, UploadError, busy, gated, mask_png, read_upload
 
 PAGE = Path(__file__).with_name("static") / "index.html"
@@ -44,6 +44,7 @@ class ServeSpec:
     device: str = "auto"
     limits: Limits = Limits()
     threads: int = 0  # torch threads in this process; 0 = torch's default (all cores)
+    zoom_in: bool = ClickOptions.zoom_in  # click models: RITM's zoom-in (serve/clicks.py)
 
 
 SPEC_ENV = "UNETKIT_SERVE_SPEC"
@@ -53,7 +54,8 @@ def build_app(spec: ServeSpec):
     """Load the model (weights only) and wrap it in the app."""
     if spec.threads:
         torch.set_num_threads(spec.threads)
-    return create_app(load(spec.checkpoint, spec.engine, spec.device, "auto"), spec.limits)
+    seg = load(spec.checkpoint, spec.engine, spec.device, "auto")
+    return create_app(seg, spec.limits, clicks=ClickOptions(spec.zoom_in))
 
 
 def app_from_env():
@@ -78,10 +80,15 @@ def model_info(seg) -> dict:
 
 
 def create_app(
-    seg: Segmenter, limits: Limits | None = None, extra_info: dict | None = None, add_ons: Sequence[AddOn] = ()
+    seg: Segmenter,
+    limits: Limits | None = None,
+    extra_info: dict | None = None,
+    add_ons: Sequence[AddOn] = (),
+    clicks: ClickOptions | None = None,
 ):
     """The app around a Segmenter, with its kind's add-ons and then `add_ons`; `extra_info` and what each
-    add-on returns join GET /v1/model (the page reads its modes there)."""
+    add-on returns join GET /v1/model (the page reads its modes there). `clicks`: how a click model takes
+    clicks (app.state.click_options, read by the click routes)."""
     limits = limits or Limits()
     release_openmp_threads()  # the model was loaded on this thread and runs on the gate's (see there)
     gate = Gate(limits, release_openmp=seg.engine == "torch")
@@ -95,6 +102,7 @@ def create_app(
                   lifespan=lifespan)  # fmt: skip
     app.state.gate = gate
     app.state.served = Served(seg)
+    app.state.click_options = clicks or ClickOptions()
     info = {**model_info(seg), **(extra_info or {})}
     app.add_middleware(RequestLog)
 

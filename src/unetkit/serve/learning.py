@@ -50,6 +50,7 @@ class LearnConfig:
     max_heldout: int = 12  # scoring grows with it and eats the bound: 19 held out left 73 s of 180 to train
     min_train: int = 2
     clicks: int = 10  # the held-out protocol: clicks to IoU 0.90 (NoC@90), at most this many (RITM's clicker)
+    zoom_in: bool = True  # ... with RITM's zoom-in, as the page's clicks are served (annotate --zoom-in)
     lr: float = 1e-3  # fine-tuning's (the encoder's 0.1x): best of 1e-4/3e-4/1e-3, benchmarks/retrain_recipe_check.py
 
 
@@ -267,7 +268,8 @@ class Learner:
         clicks = str(self.config.clicks)
         # --recorded-split false: the csv's val rows, not the split the old model recorded for its own csv
         self._run(["evaluate", checkpoint, "--data", str(csv), "--split", "test", "--recorded-split", "false",
-                   "--clicks", clicks, "--out", str(out)], log, 600)  # fmt: skip
+                   "--clicks", clicks, "--zoom-in", str(self.config.zoom_in).lower(), "--out", str(out)],
+                  log, 600)  # fmt: skip
         return score(json.loads((out / "summary.json").read_text()))
 
     def _job(self, work: Path, version: int) -> dict:
