@@ -14,6 +14,7 @@ starting model, on domains the shipped click model never saw:
 
     python benchmarks/annotate_sim.py --domain camvid-cars --images 100 [--every 10] [--minutes 3]
                                       [--think 1] [--retrain-threads 2]   # a person's pace; idle cores
+                                      [--no-zoom-in]   # annotate without RITM's zoom-in
     python benchmarks/annotate_sim.py --table        # rewrite the RESULTS.md section and the plot
 
 Rows (one per image) go to benchmarks/annotate_sim.jsonl; the summary compares clicks per image over the
@@ -172,6 +173,7 @@ class Protocol:
     model: str = "builtin:clicks"
     think: float = 0.0  # seconds before each click; 0: back to back (the retrains get the least CPU)
     threads: int = 0  # --retrain-threads; 0: annotate's default
+    zoom_in: bool = True  # annotate's --zoom-in (its default); runs before 2026-12-06 15:00 had none
 
 
 def simulate(domain: str, n: int, learn: bool, proto: Protocol, work: Path) -> list[dict]:
@@ -186,6 +188,7 @@ def simulate(domain: str, n: int, learn: bool, proto: Protocol, work: Path) -> l
     flags = ["--learn" if learn else "--no-learn", "--retrain-every", str(proto.every)]
     flags += ["--retrain-minutes", str(proto.minutes), "--model", proto.model, "--port", str(port)]
     flags += ["--retrain-threads", str(proto.threads)] if proto.threads else []
+    flags += ["--zoom-in" if proto.zoom_in else "--no-zoom-in"]
     cmd = [sys.executable, "-m", "unetkit", "annotate", str(folder), *flags]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=(work / f"{domain}-{learn}.log").open("w"))
     client, rows = Client(f"http://127.0.0.1:{port}"), []
@@ -279,6 +282,7 @@ def protocol_words(info: dict) -> str:
     """What a run did unlike the default protocol (back-to-back clicks, annotate's retrain threads)."""
     words = [f"{info['threads']} retrain threads"] if info.get("threads") else []
     words += [f"{info['think']:g} s before each click"] if info.get("think") else []
+    words += ["zoom-in"] if info.get("zoom_in") else []
     return "".join(f", {w}" for w in words)
 
 
@@ -286,8 +290,8 @@ def same_images_off(rows: list[dict], imgs: list[dict], info: dict) -> str:
     """Learning off's clicks per image on the images a learning-on run labelled in its second half,
     from the off run of the same domain on the same machine: the fair comparison, as re-ranking by
     the retrained model changes which images come late."""
-    offs = [i for i, o in runs(rows) if o["domain"] == info["domain"] and not o["learn"]
-            and o.get("machine") == info.get("machine")]  # fmt: skip
+    alike = ("domain", "machine", "zoom_in")  # zoom-in changes the clicks too: compare like with like
+    offs = [i for i, o in runs(rows) if not o["learn"] and all(o.get(k) == info.get(k) for k in alike)]
     if not offs:
         return "-"
     off = {r["name"]: r["clicks"] for r in offs[-1]}
@@ -355,9 +359,10 @@ def main() -> None:
     ap.add_argument("--modes", default="off,on", help="learning off, on, or both (in this order)")
     ap.add_argument("--think", type=float, default=0.0, help="seconds before each click (0: back to back)")
     ap.add_argument("--retrain-threads", type=int, default=0, help="annotate's --retrain-threads (0: its default)")
+    ap.add_argument("--zoom-in", action=argparse.BooleanOptionalAction, default=True, help="annotate's --zoom-in")
     ap.add_argument("--table", action="store_true")
     args = ap.parse_args()
-    proto = Protocol(args.every, args.minutes, args.model, args.think, args.retrain_threads)
+    proto = Protocol(args.every, args.minutes, args.model, args.think, args.retrain_threads, args.zoom_in)
     if not args.table:
         with tempfile.TemporaryDirectory(prefix="annotate-sim-") as tmp:
             for domain in args.domain or list(DOMAINS):

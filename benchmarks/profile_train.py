@@ -5,7 +5,8 @@ beside the matmul ceiling measured in the same run: a step can sit far below the
 convolutions run near it, when memory-bound operators (BatchNorm, ReLU, pooling, concatenation, the
 optimizer) take the rest.
 
-    python benchmarks/profile_train.py [--networks seed,width32] [--size 256] [--batch 8] [--steps 3]
+    python benchmarks/profile_train.py [--networks seed,width32] [--size 256] [--batch 8] [--steps 3] [--nchw]
+        [--section NAME]
 """
 
 from __future__ import annotations
@@ -38,10 +39,13 @@ def kind(name: str) -> str:
     return next((k for k, keys in KINDS if any(key in name for key in keys)), "other")
 
 
-def profile_step(net_key: str, size: int, batch: int, steps: int) -> tuple[dict[str, float], float, str]:
+def profile_step(
+    net_key: str, size: int, batch: int, steps: int, channels_last: bool = True
+) -> tuple[dict[str, float], float, str]:
     """(seconds per step by kind, step seconds, precision): self CPU time of every aten operator."""
     args = {"size": size, "batch": batch, "model": NETWORKS[net_key][1], "device": "cpu", "mode": "ours"}
-    step, precision = make_step(args)
+    step, precision = make_step({**args, "channels_last": channels_last})
+    precision += "" if channels_last else " NCHW"
     step()  # warm-up
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
@@ -61,23 +65,26 @@ def profile_step(net_key: str, size: int, batch: int, steps: int) -> tuple[dict[
 
 def main() -> None:
     from unetkit import ModelConfig
-    from unetkit.api import build_network
+    from unetkit.api import build_network, cpu_has_fast_bf16
 
     p = argparse.ArgumentParser()
     p.add_argument("--networks", default="seed,width32")
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--nchw", action="store_true", help="also profile the step without channels_last")
+    p.add_argument("--section", default="", help="suffix of the RESULTS.md section's name")
     a = p.parse_args()
-    bf16 = matmul_gflops(torch.bfloat16, torch.device("cpu"))
+    # no bf16 ceiling where the CPU emulates bf16: its 2048^3 matmuls alone would take many minutes there
+    bf16 = matmul_gflops(torch.bfloat16, torch.device("cpu")) if cpu_has_fast_bf16() else None
     fp32 = matmul_gflops(torch.float32, torch.device("cpu"))
     rows = []
-    for key in a.networks.split(","):
+    for key, channels_last in [(k, cl) for k in a.networks.split(",") for cl in (True, False)[: 1 + a.nchw]]:
         name, net = NETWORKS[key]
-        by_kind, total, precision = profile_step(key, a.size, a.batch, a.steps)
+        by_kind, total, precision = profile_step(key, a.size, a.batch, a.steps, channels_last)
         net = {**net, "widths": tuple(net["widths"])}
         flops = 3 * a.batch * conv_flops(build_network(ModelConfig(**net)), torch.randn(1, 3, a.size, a.size))
-        ceiling = bf16 if precision.startswith("bf16") else fp32
+        ceiling = bf16 if precision.startswith("bf16") and bf16 else fp32
         for k in [*(k for k, _ in KINDS), "other"]:
             seconds = by_kind.get(k, 0.0)
             own = f"{flops / seconds / 1e9:.0f} ({flops / seconds / 1e9 / ceiling:.0%})" if k == KINDS[0][0] else ""
@@ -93,7 +100,8 @@ def main() -> None:
         header(command),
         f"unetkit's training step (bench_train.py's), {a.size} px, batch {a.batch}, profiled over {a.steps} steps "
         f"after a warm-up; self CPU time of the aten operators by kind, per step. Matmul ceilings in this run: "
-        f"bf16 {bf16:.0f}, fp32 {fp32:.0f} GFLOP/s. GFLOP/s: 3x the forward convolution FLOPs over the "
+        f"bf16 {f'{bf16:.0f}' if bf16 else 'n/a (no bf16 hardware)'}, fp32 {fp32:.0f} GFLOP/s. "
+        "GFLOP/s: 3x the forward convolution FLOPs over the "
         "convolutions' own time (conv row) or over the whole step, with the share of the ceiling of the step's "
         "precision.",
         "",
@@ -101,7 +109,7 @@ def main() -> None:
         "|---|---|---|---|---|---|",
         *rows,
     ]
-    write_section(f"train-profile-cpu-{cpu_class()}", "\n".join(md))
+    write_section(f"train-profile-cpu-{cpu_class()}" + (f"-{a.section}" if a.section else ""), "\n".join(md))
 
 
 if __name__ == "__main__":
