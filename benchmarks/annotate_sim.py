@@ -323,19 +323,20 @@ def plot(rows: list[dict], first: list[dict]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(DOMAINS), figsize=(11, 3.6))
+    fig, axes = plt.subplots(1, len(DOMAINS), figsize=(13, 4.2))
     for domain, label, imgs, info in modes(rows, first):
         ax = axes[list(DOMAINS).index(domain)]
         clicks = [r["clicks"] for r in imgs]
         smooth = np.convolve(clicks, np.ones(10) / 10, mode="valid") if len(clicks) >= 10 else clicks
         cpu = info.get("machine", "").split(" (")[-1].rstrip(")")  # e.g. "AVX2, no bf16"
-        ax.plot(np.arange(len(smooth)) + (10 if len(clicks) >= 10 else 1), smooth, label=f"learning {label} ({cpu})")
+        x = np.arange(len(smooth)) + (10 if len(clicks) >= 10 else 1)
+        ax.plot(x, smooth, label=f"learning {label} ({cpu})", lw=2.2 if info.get("zoom_in") else 1.0)
     for ax, domain in zip(axes, DOMAINS, strict=True):
         ax.set(title=domain, xlabel="images labelled", ylabel="clicks per image (mean of 10)")
-        if ax.get_lines():
-            ax.legend()
+        if ax.get_lines():  # below the plot: inside, eight runs hide the lines
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3))
     fig.tight_layout()
-    fig.savefig(PLOT, dpi=90)
+    fig.savefig(PLOT, dpi=90, bbox_inches="tight")
 
 
 def table(command: str) -> None:
