@@ -27,7 +27,14 @@ from unetkit.runtime import Runtime, cpu_has_fast_bf16, cpu_has_vnni, setup
 from unetkit.training.autoconfig import epochs_for_budget, fingerprint, time_step
 from unetkit.training.loop import FitResult, fit
 from unetkit.training.plan import plan_for_budget as plan
-from unetkit.training.steps import build_training, load_batch, resolve_norm, standard_batch_fn, train_step
+from unetkit.training.steps import (
+    build_training,
+    load_batch,
+    resolve_norm,
+    standard_batch_fn,
+    train_step,
+    training_runtime,
+)
 
 __all__ = [
     "find_pairs",
@@ -81,6 +88,7 @@ __all__ = [
     "time_step",
     "to_dict",
     "train_step",
+    "training_runtime",
 ]
 
 

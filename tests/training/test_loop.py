@@ -156,6 +156,10 @@ def test_crop_mode_multiclass_weights_and_norm_from_the_data(multiclass_dir, tmp
     weights = saved["loss"]["class_weights"]
     assert len(weights) == 4 and min(weights) > 0 and max(weights) > 1 > min(weights)
     assert saved["model"]["norm"] == "group"  # norm auto: a 34-image training set gets GroupNorm
+    # ... which trains NCHW in fp32 on a CPU (training_runtime), said in the log and recorded
+    fp32 = saved["runtime"]["precision"] == "fp32"
+    assert saved["runtime"]["channels_last"] is not fp32
+    assert ("layout: NCHW" in (tmp_path / "r" / "train.log").read_text()) is fp32
 
 
 def test_norm_auto_follows_the_training_set_size():

@@ -35,7 +35,7 @@ from unetkit.data.check import check_dataset, class_names
 from unetkit.runtime import setup
 from unetkit.training.finetune import zero_shot
 from unetkit.training.network_cost import cost
-from unetkit.training.steps import build_training, load_batch, train_step
+from unetkit.training.steps import build_training, load_batch, train_step, training_runtime
 
 WIDTHS = ((16, 32, 64, 128), (32, 64, 128, 256), (64, 128, 256, 512))
 SIZES = (512, 384, 256, 192, 128)
@@ -70,7 +70,7 @@ def fingerprint(config: TrainConfig, checked=None) -> dict:
 
 def time_step(config: TrainConfig, num_classes: int, steps: int = 2) -> float:
     """Seconds per training step of `config`'s network, size and batch on this machine."""
-    rt = setup(config.device, config.precision, config.channels_last)
+    rt = training_runtime(setup(config.device, config.precision, config.channels_last), config)
     torch.manual_seed(0)
     training = build_training(config, rt, num_classes)
     h, w = config.data.size

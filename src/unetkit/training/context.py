@@ -21,7 +21,7 @@ from unetkit.training.finetune import transfer
 from unetkit.training.plan import Plan, TrainData
 from unetkit.training.run_folder import RunFolder
 from unetkit.training.schedule import TimeBudget, batches_for_epoch, lr_at, schedule_steps
-from unetkit.training.steps import BatchFn, Training, build_training
+from unetkit.training.steps import BatchFn, Training, build_training, training_runtime
 from unetkit.training.tasks import Task
 
 
@@ -56,6 +56,10 @@ class Context:
 def build_context(plan: Plan, data: TrainData, rt: Runtime, run: RunFolder, task: Task, budget: TimeBudget) -> Context:
     """The fixed parts of a run, built from its plan: files written, model and optimiser, the batches."""
     config = plan.config
+    layout = training_runtime(rt, config)
+    if layout.channels_last != rt.channels_last:
+        run.log("layout: NCHW, not channels_last: in fp32 on a CPU GroupNorm's backward is ~10x slower channels_last")
+    rt = layout
     run.write_splits(plan.record)
     run.write_config(config, rt)
     torch.manual_seed(config.seed)
