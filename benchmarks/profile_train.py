@@ -26,6 +26,7 @@ from common import conv_flops, cpu_class, header, matmul_gflops, write_section  
 KINDS = (  # first match wins, on the aten operator's name
     ("convolution (forward and backward)", ("conv",)),
     ("BatchNorm", ("batch_norm",)),
+    ("GroupNorm", ("group_norm",)),
     ("ReLU", ("relu", "threshold", "clamp_min")),
     ("max-pool", ("pool",)),
     ("concatenation and copies (layout, dtype)", ("cat", "copy", "contiguous", "clone", "to_dense", "_to_copy")),

@@ -80,11 +80,12 @@ def build_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.
 
 def training_runtime(rt: Runtime, config: TrainConfig) -> Runtime:
     """The layout a training step runs in: channels_last, except for a plain U-Net with GroupNorm
-    trained in fp32 on a CPU. There GroupNorm's backward is ~10x slower in channels_last (AVX2 EPYC,
-    4x16x128x128: 10.4 vs 0.9 ms) while the convolutions run level in either layout, so NCHW steps are
-    faster (widths 16-128, 128 px, batch 4: 263 vs 319 ms, 15 of 15 rounds) and ISBI's 34 s
-    --time-budget run took 110-125 steps instead of 85. Where bf16 runs, channels_last convolutions
-    gain more and the rule is not applied (not measured there)."""
+    trained in fp32 on a CPU. There GroupNorm takes several times longer channels_last (widths 16-128,
+    128 px, batch 4, AVX2 EPYC: 51-67 ms of a step's operator time against 5-9 ms NCHW in six
+    runs; benchmarks/profile_train.py --networks width16gn) while the convolutions run about level, so NCHW
+    steps are faster (1.33x, bench_train.py --networks width16gn --rounds 5) and ISBI's 34 s
+    --time-budget run made 90-125 steps instead of 75-85 (4 seeds). Where bf16 runs, channels_last
+    convolutions gain more and the rule is not applied (not measured there)."""
     m = config.model
     if rt.device.type == "cpu" and rt.precision == "fp32" and m.encoder == "unet" and m.norm == "group":
         return dataclasses.replace(rt, channels_last=False)
