@@ -325,7 +325,7 @@ class TrainConfig:
     patience: int = opt(0, "early stopping after N epochs without improvement; 0 = off")
     seed: int = opt(0, "random seed of weights, batches and augmentation")
     precision: str = opt("auto", "auto | fp32 | bf16 | fp16 (fp16 needs CUDA)")
-    channels_last: bool = opt(True, "channels-last memory format (fp32 CPU training of GroupNorm U-Nets keeps NCHW)")
+    channels_last: bool = opt(True, "channels-last memory format where faster (fp32 CPU training may time it vs NCHW)")
     compile: bool = opt(False, "torch.compile the model")
     deterministic: bool = opt(False, "deterministic algorithms (slower; exact resume)")
     device: str = opt("auto", "auto | cpu | cuda | cuda:N")

@@ -17,11 +17,12 @@ from unetkit.infer.checkpoint import ModelMeta
 from unetkit.infer.inference import tta_flips_for
 from unetkit.model import load_imagenet
 from unetkit.runtime import Runtime
+from unetkit.training import memory_format
 from unetkit.training.finetune import transfer
 from unetkit.training.plan import Plan, TrainData
 from unetkit.training.run_folder import RunFolder
 from unetkit.training.schedule import TimeBudget, batches_for_epoch, lr_at, schedule_steps
-from unetkit.training.steps import BatchFn, Training, build_training, training_runtime
+from unetkit.training.steps import BatchFn, Training, build_training
 from unetkit.training.tasks import Task
 
 
@@ -56,14 +57,16 @@ class Context:
 def build_context(plan: Plan, data: TrainData, rt: Runtime, run: RunFolder, task: Task, budget: TimeBudget) -> Context:
     """The fixed parts of a run, built from its plan: files written, model and optimiser, the batches."""
     config = plan.config
-    layout = training_runtime(rt, config)
-    if layout.channels_last != rt.channels_last:
-        run.log("layout: NCHW, not channels_last: GroupNorm is several times slower channels_last in fp32 on a CPU")
-    rt = layout
+    classes = task.classes or plan.data_classes
+    n_train = len(data.train)
+    steps_per_epoch = len(batches_for_epoch(n_train, config.batch_size, config.seed, 0, rt.rank, rt.world_size))
+    if steps_per_epoch == 0:
+        raise DataError(f"{n_train} training pairs are fewer than one batch of {config.batch_size}; lower --batch-size")
+    planned = 0 if task.extra_channels else schedule_steps(config.epochs, config.max_steps, steps_per_epoch)
+    rt = memory_format.choose(config, rt, len(classes), planned, run.log)
     run.write_splits(plan.record)
     run.write_config(config, rt)
     torch.manual_seed(config.seed)
-    classes = task.classes or plan.data_classes
     training = build_training(config, rt, len(classes), config.data.in_channels + task.extra_channels)
     if plan.source is not None:
         run.log(transfer(training.model, plan.source, config.data.in_channels, task.extra_channels).summary())
@@ -71,10 +74,6 @@ def build_context(plan: Plan, data: TrainData, rt: Runtime, run: RunFolder, task
         run.log(load_imagenet(training.model, config.data.in_channels))
     model, train_model = distributed.wrap_for_training(training.model, rt, config.sync_bn, config.compile)
     training.model = model
-    n_train = len(data.train)
-    steps_per_epoch = len(batches_for_epoch(n_train, config.batch_size, config.seed, 0, rt.rank, rt.world_size))
-    if steps_per_epoch == 0:
-        raise DataError(f"{n_train} training pairs are fewer than one batch of {config.batch_size}; lower --batch-size")
     budget.limit_s = parse_duration(config.time_limit)
     ctx = Context(
         config, rt, run, plan, data, training, train_model, task.adapt_meta(make_meta(plan, model), config), task,
