@@ -3,8 +3,9 @@
 Which format trains a plain BatchNorm U-Net faster in fp32 on a CPU moves with the network, its input
 size and the CPU (AVX2 EPYC, benchmarks/bench_train.py --nchw: the seed network at 256 px, batch 8,
 0.89x fp32 eager channels_last against 1.07x NCHW; widths 16-128 at 128 px, batch 4, 1.19x against
-1.01x), so no fixed rule holds. A run of at least MIN_STEPS steps times a few steps in each and keeps
-the faster; a shorter run keeps channels_last, where timing would cost more than it could save.
+1.01x), so no fixed rule holds. A run of at least MIN_STEPS steps times a few steps in each (channels_last
+before and after NCHW, as the first timing also pays the process's warm-up) and keeps the faster;
+a shorter run keeps channels_last, where timing would cost more than it could save.
 GroupNorm networks need no timing: they train NCHW (steps.training_runtime)."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from unetkit.runtime import Runtime
 from unetkit.training.autoconfig import time_step
 from unetkit.training.steps import training_runtime
 
-MIN_STEPS = 200  # the 6 steps timed stay within ~3% of the run
+MIN_STEPS = 200  # the 9 steps timed stay within ~5% of the run
 MARGIN = 0.05  # NCHW must be this much faster to be kept: a few steps on a shared CPU are noisy
 
 Timer = Callable[[TrainConfig, int], float]  # (config, num_classes) -> seconds per step
@@ -31,8 +32,10 @@ def choose(config: TrainConfig, rt: Runtime, num_classes: int, planned_steps: in
         log("layout: NCHW, not channels_last: GroupNorm is several times slower channels_last in fp32 on a CPU")
     if not _worth_timing(config, layout, planned_steps):
         return layout
-    cl = timer(dataclasses.replace(config, channels_last=True), num_classes)
+    first = timer(dataclasses.replace(config, channels_last=True), num_classes)
     nchw = timer(dataclasses.replace(config, channels_last=False), num_classes)
+    # channels_last again, after: what is timed first also pays the process's own warm-up
+    cl = min(first, timer(dataclasses.replace(config, channels_last=True), num_classes))
     keep_nchw = nchw < (1 - MARGIN) * cl
     log(
         f"layout: timed {cl:.3f} s/step channels_last, {nchw:.3f} s/step NCHW: "
