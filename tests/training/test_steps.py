@@ -35,7 +35,7 @@ def test_what_the_user_sets_is_kept():
 
 
 def test_a_groupnorm_unet_trains_nchw_in_fp32_on_a_cpu_and_everything_else_keeps_channels_last():
-    """GroupNorm's channels_last backward is ~10x slower on a CPU; bf16 and encoders keep channels_last."""
+    """GroupNorm is several times slower channels_last on a CPU in fp32; bf16 and encoders keep channels_last."""
     cpu32, cpu16 = setup("cpu", "fp32", channels_last=True), setup("cpu", "bf16", channels_last=True)
     gn = build(TrainConfig, {"model": {"norm": "group"}})
     assert training_runtime(cpu32, gn).channels_last is False

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from unetkit.config import TrainConfig
 from unetkit.runtime import Runtime
 from unetkit.training.autoconfig import time_step
-from unetkit.training.steps import training_runtime
+from unetkit.training.steps import fp32_cpu_unet, training_runtime
 
 MIN_STEPS = 200  # the 9 steps timed stay within ~5% of the run
 MARGIN = 0.05  # NCHW must be this much faster to be kept: a few steps on a shared CPU are noisy
@@ -46,5 +46,4 @@ def choose(config: TrainConfig, rt: Runtime, num_classes: int, planned_steps: in
 
 def _worth_timing(config: TrainConfig, rt: Runtime, planned_steps: int) -> bool:
     """A plain U-Net in fp32 on one CPU process, channels_last allowed, and a run long enough."""
-    cpu_fp32 = rt.device.type == "cpu" and rt.precision == "fp32" and not rt.distributed
-    return cpu_fp32 and rt.channels_last and config.model.encoder == "unet" and planned_steps >= MIN_STEPS
+    return fp32_cpu_unet(rt, config) and not rt.distributed and rt.channels_last and planned_steps >= MIN_STEPS

@@ -86,10 +86,14 @@ def training_runtime(rt: Runtime, config: TrainConfig) -> Runtime:
     steps are faster (1.33x, bench_train.py --networks width16gn --rounds 5) and ISBI's 34 s
     --time-budget run made 90-125 steps instead of 75-85 (4 seeds). Where bf16 runs, channels_last
     convolutions gain more and the rule is not applied (not measured there)."""
-    m = config.model
-    if rt.device.type == "cpu" and rt.precision == "fp32" and m.encoder == "unet" and m.norm == "group":
+    if fp32_cpu_unet(rt, config) and config.model.norm == "group":
         return dataclasses.replace(rt, channels_last=False)
     return rt
+
+
+def fp32_cpu_unet(rt: Runtime, config: TrainConfig) -> bool:
+    """A plain U-Net (no pretrained encoder) trained in fp32 on a CPU: where the memory format is in question."""
+    return rt.device.type == "cpu" and rt.precision == "fp32" and config.model.encoder == "unet"
 
 
 def build_training(config: TrainConfig, rt: Runtime, num_classes: int, in_channels: int | None = None) -> Training:
