@@ -54,6 +54,9 @@ def test_int8_engine_scores_then_serves_and_auto_may_take_it(trained_run, learn_
     report = json.loads(next(cache.glob("*.int8.json")).read_text())
     assert report["passed"] and report["split"] == "val" and report["scored_on"] > 0
     assert abs(report["fp32"] - report["int8"]) <= int8.MAX_DROP and report["fp32"] > 0.5
+    if engines._imports("openvino"):  # OpenVINO ran the graph to onnxruntime's masks, and says so
+        assert report["runtimes"]["openvino"] >= int8.AGREEMENT
+        assert any(line.startswith("int8: openvino gives the same mask pixels") for line in logs)
     assert any(line.startswith("int8: int8 foreground IoU") for line in logs)
     reference = Segmenter.load(ckpt, "cpu", "fp32")
     path = sorted((learn_dir / "test" / "images").iterdir())[0]
@@ -79,6 +82,38 @@ def test_a_refused_graph_names_the_numbers(trained_run, monkeypatch, tmp_path):
             load(ckpt, "openvino-int8", "cpu", "auto", log=lambda m: None)
     assert "onnxruntime-int8" not in engines.installed(ckpt) and "openvino-int8" not in engines.installed(ckpt)
     assert not base.with_suffix(".onnx").exists()  # refused before the fp32 graph was even exported
+
+
+def test_a_runtime_that_disagrees_with_the_scored_one_is_refused(trained_run, monkeypatch, tmp_path):
+    """The gate scores the graph as onnxruntime runs it; another runtime whose masks differ from those
+    on the calibration inputs is refused with its number, and auto leaves it out, while onnxruntime-int8
+    stays."""
+    monkeypatch.setenv("UNETKIT_CACHE", str(tmp_path))
+    ckpt = trained_run.best_checkpoint
+    base = tmp_path / "engines" / engines.checkpoint_digest(ckpt)
+    base.parent.mkdir(parents=True)
+    base.with_suffix(".int8.onnx").write_bytes(b"not used")
+    report = int8.Int8Report("foreground IoU", 0.70, 0.699, 16, 16, "val", 1.0, runtimes={"openvino": 0.3125})
+    base.with_suffix(".int8.json").write_text(json.dumps(report.to_dict()))
+    assert report.passed and report.runtime_refusal("onnxruntime") is None
+    with pytest.raises(engines.ConfigError, match=r"agree with onnxruntime's .* on 31\.25% .*under 98%: refused"):
+        load(ckpt, "openvino-int8", "cpu", "auto", log=lambda m: None)
+    names = engines.installed(ckpt)
+    assert "onnxruntime-int8" in names and "openvino-int8" not in names
+
+
+def test_agreement_counts_equal_mask_pixels():
+    """Share of pixels whose mask (logit > 0; argmax for several classes) is the scored runtime's."""
+    logits = np.array([[[[1.0, -1.0], [2.0, -2.0]]]], np.float32)  # (1, 1, 2, 2)
+    flip_one = lambda x: x * torch.tensor([[[[1.0, 1.0], [1.0, -1.0]]]])  # noqa: E731
+    shares = int8.agreement([logits, logits], lambda x: x, {"same": lambda p: (lambda x: x), "one": lambda p: flip_one},
+                            graph=None)  # fmt: skip
+    assert shares == {"same": 1.0, "one": 0.75}
+    three = np.zeros((1, 3, 1, 2), np.float32)
+    three[0, :, 0, 0] = [0, 5, 1]  # class 1
+    three[0, :, 0, 1] = [3, 0, 1]  # class 0
+    swap = lambda x: x[:, [0, 2, 1]]  # noqa: E731 - pixel 0 becomes class 2, pixel 1 stays class 0
+    assert int8.agreement([three], lambda x: x, {"swap": lambda p: swap}, graph=None) == {"swap": 0.5}
 
 
 def test_export_int8_cli(trained_run, cache, tmp_path, capsys):

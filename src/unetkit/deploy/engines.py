@@ -17,20 +17,20 @@ import json
 import os
 import shutil
 import sys
-import threading
 import time
 from pathlib import Path
 
 import torch
 
 from unetkit.deploy.int8 import Int8Report, build_int8
+from unetkit.deploy.openvino_engine import OpenVinoEngine
 from unetkit.deploy.parity import sample_images
 from unetkit.errors import ConfigError
 from unetkit.infer import builtin
 from unetkit.infer.checkpoint import ModelMeta, load_model
 from unetkit.infer.inference import run_model
 from unetkit.infer.predict import Segmenter
-from unetkit.runtime import cpu_has_fast_bf16, setup
+from unetkit.runtime import setup
 
 RUNTIMES = ("onnxruntime", "openvino")
 ENGINES = ("torch", *RUNTIMES, *(f"{r}-int8" for r in RUNTIMES))
@@ -53,35 +53,6 @@ class OnnxRuntimeEngine:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = x.float().contiguous().cpu().numpy()
         return torch.from_numpy(self.session.run(None, {"input": x})[0])
-
-
-class OpenVinoEngine:
-    """OpenVINO on the CPU, in bf16 where the CPU has it (its inference precision hint), else fp32."""
-
-    name = "openvino"
-
-    def __init__(self, onnx_path: Path, threads: int) -> None:
-        import openvino as ov
-
-        core = ov.Core()
-        hint = "bf16" if cpu_has_fast_bf16() else "f32"
-        config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads}
-        self.model = core.compile_model(core.read_model(str(onnx_path)), "CPU", config)
-        self.precision = "int8" if ".int8." in Path(onnx_path).name else hint
-        self.requests = threading.local()  # an infer request is not thread-safe: one per calling thread
-
-    def eval(self):
-        return self
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Each serving thread runs its own infer request (the compiled model's own call shares one between
-        threads, unsafe with more than one slot); the input is read in place, the output copied once. No
-        faster per click on 2 cores: the A/B through HTTP was within the noise."""
-        request = getattr(self.requests, "request", None)
-        if request is None:
-            request = self.requests.request = self.model.create_infer_request()
-        request.infer(x.float().contiguous().cpu().numpy(), share_inputs=True)
-        return torch.from_numpy(request.get_output_tensor(0).data.copy())
 
 
 def checkpoint_file(ref: str | Path) -> Path:
@@ -126,25 +97,39 @@ def onnx_for(checkpoint: Path, model, meta: ModelMeta, log=print) -> Path:
     return path
 
 
-def int8_for(checkpoint: Path, model, meta: ModelMeta, log=print) -> Path:
+def int8_for(checkpoint: Path, model, meta: ModelMeta, log=print, runtime: str = "onnxruntime") -> Path:
     """The checkpoint's int8 graph, built (calibrated, scored) once into the cache; a graph whose
-    score fell by more than int8.MAX_DROP is refused with the numbers, here and on every later call."""
+    score fell by more than int8.MAX_DROP is refused with the numbers, here and on every later call,
+    and so is a `runtime` that ran it to other masks than the scored onnxruntime did."""
     path = cache_dir() / f"{checkpoint_digest(checkpoint)}.int8.onnx"
     report = Int8Report.read(path.with_suffix(".json"))
     if report is None or not path.is_file():
         fp32 = onnx_for(checkpoint, model, meta, log)
         threads = torch.get_num_threads()
-        report = build_int8(model, meta, fp32, path, lambda p: OnnxRuntimeEngine(p, threads), log)
+        others = {"openvino": lambda p: OpenVinoEngine(p, threads, 2**model.depth)} if _imports("openvino") else {}
+        report = build_int8(model, meta, fp32, path, lambda p: OnnxRuntimeEngine(p, threads), log, others=others)
     if not report.passed:
         raise ConfigError(f"engine: {checkpoint}: {report}; use an fp32 engine (--engine openvino or onnxruntime)")
+    refusal = report.runtime_refusal(runtime)
+    if refusal:
+        raise ConfigError(f"engine: {checkpoint}: {refusal}; use --engine onnxruntime-int8")
     return path
 
 
-def int8_passed(checkpoint: str | Path) -> bool:
-    """Whether this checkpoint's int8 graph was built and passed (what `auto` asks before trying it)."""
+def int8_passed(checkpoint: str | Path, runtime: str = "onnxruntime") -> bool:
+    """Whether this checkpoint's int8 graph was built and passed, and `runtime` runs it as scored (what
+    `auto` asks before trying it)."""
     checkpoint = checkpoint_file(checkpoint)
     report = Int8Report.read(cache_dir() / f"{checkpoint_digest(checkpoint)}.int8.json")
-    return report is not None and report.passed
+    return report is not None and report.passed and report.runtime_refusal(runtime) is None
+
+
+def _imports(name: str) -> bool:
+    try:
+        __import__(name)
+        return True
+    except ImportError:
+        return False
 
 
 def make_engine(name: str, checkpoint: Path, model, meta: ModelMeta, device: torch.device, log=print):
@@ -154,29 +139,24 @@ def make_engine(name: str, checkpoint: Path, model, meta: ModelMeta, device: tor
     if device.type != "cpu":
         raise ConfigError(f"engine: {name} runs on the CPU here; use --engine torch with --device {device}")
     runtime = name.removesuffix("-int8")
-    try:
-        __import__(runtime)
-    except ImportError:
-        raise ConfigError(
-            f"engine: {runtime} is not installed; pip install 'unetkit[engines]' or use --engine torch"
-        ) from None
-    path = int8_for(checkpoint, model, meta, log) if name.endswith("-int8") else onnx_for(checkpoint, model, meta, log)
+    if not _imports(runtime):
+        raise ConfigError(f"engine: {runtime} is not installed; pip install 'unetkit[engines]' or use --engine torch")
+    if name.endswith("-int8"):
+        path = int8_for(checkpoint, model, meta, log, runtime)
+    else:
+        path = onnx_for(checkpoint, model, meta, log)
     threads = torch.get_num_threads()
-    return OnnxRuntimeEngine(path, threads) if runtime == "onnxruntime" else OpenVinoEngine(path, threads)
+    if runtime == "onnxruntime":
+        return OnnxRuntimeEngine(path, threads)
+    return OpenVinoEngine(path, threads, multiple=2**model.depth)
 
 
 def installed(checkpoint: str | Path | None = None) -> list[str]:
     """torch and the ONNX runtimes that import; with a checkpoint, also their int8 engines once its
     int8 graph passed."""
-    out = ["torch"]
-    for name in RUNTIMES:
-        try:
-            __import__(name)
-            out.append(name)
-        except ImportError:
-            pass
-    if checkpoint is not None and int8_passed(checkpoint):
-        out += [f"{name}-int8" for name in out[1:]]
+    out = ["torch", *(name for name in RUNTIMES if _imports(name))]
+    if checkpoint is not None:
+        out += [f"{name}-int8" for name in out[1:] if int8_passed(checkpoint, name)]
     return out
 
 
@@ -215,6 +195,8 @@ def _median_seconds(engines: dict, x: torch.Tensor, rt, rounds: int = 7) -> dict
     times: dict[str, list[float]] = {name: [] for name in engines}
     with torch.no_grad():
         for engine in engines.values():
+            if hasattr(engine, "prepare"):  # OpenVINO: its graph for this shape, compiled before it is timed
+                engine.prepare(tuple(x.shape))
             run_model(engine, x, rt)  # warm-up
         for _ in range(rounds):
             for name, engine in engines.items():

@@ -36,11 +36,14 @@ CALIBRATION_IMAGES = 16  # training images whose network inputs calibrate the ac
 CALIBRATION_INPUTS = 32  # at most, evenly spread: the calibrator keeps every activation of each in memory
 SCORE_IMAGES = 200  # validation images scored (the first ones of the split) at most
 CLICKS = 5  # click models are scored by their mean IoU over the first CLICKS clicks
+AGREEMENT = 0.98  # the least share of mask pixels another runtime must give as the scored one does
 
 
 @dataclass(frozen=True)
 class Int8Report:
-    """What the gate measured: the validation metric of fp32 and int8 on the same images."""
+    """What the gate measured: the validation metric of fp32 and int8 on the same images, as onnxruntime
+    runs the graph; `runtimes`: each other runtime's mask agreement with it on the calibration inputs
+    (a runtime that runs the same graph to other masks is refused, whatever the score)."""
 
     metric: str
     fp32: float
@@ -49,6 +52,7 @@ class Int8Report:
     calibrated_on: int
     split: str
     seconds: float
+    runtimes: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def drop(self) -> float:
@@ -67,6 +71,16 @@ class Int8Report:
 
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "drop": self.drop, "passed": self.passed, "max_drop": MAX_DROP}
+
+    def runtime_refusal(self, runtime: str) -> str | None:
+        """Why `runtime` may not run this graph (its masks differ from the scored ones), or None."""
+        agreement = self.runtimes.get(runtime)
+        if agreement is None or agreement >= AGREEMENT:
+            return None
+        return (
+            f"{runtime} runs the int8 graph to masks that agree with onnxruntime's (which the gate scored) on "
+            f"{agreement:.2%} of the pixels of the calibration inputs, under {AGREEMENT:.0%}: refused"
+        )
 
     @classmethod
     def read(cls, path: Path) -> Int8Report | None:
@@ -178,12 +192,20 @@ def quantize(fp32_onnx: Path, out: Path, inputs: list[np.ndarray], reduce_range:
 
 
 def build_int8(
-    model, meta: ModelMeta, fp32_onnx: Path, out: Path, run_engine, log=print, reduce_range: bool | None = None
+    model,
+    meta: ModelMeta,
+    fp32_onnx: Path,
+    out: Path,
+    run_engine,
+    log=print,
+    reduce_range: bool | None = None,
+    others: dict | None = None,
 ) -> Int8Report:
     """Calibrate, quantize into `out`, score int8 (run in `run_engine(path)`) against fp32 on the run's
     validation split, and write the report beside it (OUT.json). The graph is kept either way (the
     report says whether it passed); callers refuse a failed one. `reduce_range` None: 7-bit weights
-    where this CPU lacks VNNI (the graph is built and scored on the machine that runs it)."""
+    where this CPU lacks VNNI (the graph is built and scored on the machine that runs it). `others`:
+    runtime name -> engine factory, each checked against `run_engine` (report.runtimes)."""
     t0 = time.perf_counter()
     train, (split, val) = run_pairs(meta, "train"), _scoring_pairs(meta)
     if not train or not val:
@@ -202,10 +224,27 @@ def build_int8(
     _, int8 = score(Segmenter(run_engine(tmp), meta, setup("cpu", "fp32", channels_last=False), "int8"), val)
     report = Int8Report(metric, fp32, int8, len(val), min(len(train), CALIBRATION_IMAGES), split,
                         time.perf_counter() - t0)  # fmt: skip
+    report = dataclasses.replace(report, runtimes=agreement(inputs, run_engine(tmp), others or {}, tmp))
     tmp.replace(out)
     out.with_suffix(".json").write_text(json.dumps(report.to_dict(), indent=1))
     log(f"int8: {report}")
+    for name, share in report.runtimes.items():
+        log(f"int8: {name} gives the same mask pixels as onnxruntime on {share:.2%} of the calibration inputs")
     return report
+
+
+def agreement(inputs: list[np.ndarray], scored, others: dict, graph: Path) -> dict[str, float]:
+    """Each other runtime's share of mask pixels (logit > 0, or the argmax) equal to the scored runtime's,
+    over the calibration inputs (the network's real inputs: click disks included)."""
+    out = {}
+    for name, make in others.items():
+        engine, same, total = make(graph), 0, 0
+        for x in map(torch.from_numpy, inputs):
+            a, b = scored(x), engine(x)
+            masks = [t > 0 if t.shape[1] == 1 else t.argmax(1) for t in (a, b)]
+            same, total = same + int((masks[0] == masks[1]).sum()), total + masks[0].numel()
+        out[name] = round(same / max(1, total), 5)
+    return out
 
 
 def _scoring_pairs(meta: ModelMeta) -> tuple[str, list[Pair]]:

@@ -1,0 +1,143 @@
+"""OpenVINO on the CPU, with graphs compiled for the input shapes that come again.
+
+The raw graph takes any size (its H and W are dynamic), and OpenVINO runs such a graph slower than one
+compiled for a fixed shape: the shipped click model's int8 graph at 320x320 on the AVX2 EPYC took
+~31-39 ms a call dynamic against ~17-24 ms static (`benchmarks/bench_clicks.py` measures it through the
+page's request). Compiling costs ~0.5-1.7 s, so an fp32/bf16 graph is compiled for a shape in a
+background thread once the shape comes a second time (every click on one image, tiles, a folder of one
+size), and calls run on the dynamic graph until it is ready.
+
+An int8 graph never runs dynamic: OpenVINO 2026.4 ran the shipped click model's int8 graph with dynamic
+H and W to masks that agreed with onnxruntime's (the runtime the int8 gate scores) on 19-71% of the
+pixels of real photos with a click (AVX2 EPYC), and on 98.6-99.98% compiled for the shape; so an int8
+call waits for its shape's graph. Inputs are zero-padded to the network's multiple first, as the graph
+itself would pad them: fewer shapes to compile, and the quantized graph reshapes only at such sizes."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from unetkit.errors import ConfigError
+from unetkit.runtime import cpu_has_fast_bf16
+
+Shape = tuple[int, ...]
+
+
+class StaticShapes:
+    """Compiled graphs by input shape: at most `limit` (least recently used dropped), each built by
+    `compile_for(shape)` in a background thread on the shape's second sighting; a shape whose compile
+    failed stays on the dynamic graph (its error kept in `failed`)."""
+
+    def __init__(self, compile_for, limit: int = 8, remember: int = 64) -> None:
+        self.compile_for, self.limit, self.remember = compile_for, limit, remember
+        self.ready: OrderedDict[Shape, tuple] = OrderedDict()  # shape -> (compiled, its per-thread requests)
+        self.seen: OrderedDict[Shape, int] = OrderedDict()
+        self.pending: dict[Shape, threading.Thread] = {}
+        self.failed: dict[Shape, str] = {}
+        self.lock = threading.Lock()
+
+    def get(self, shape: Shape, wait: bool = False):
+        """The compiled graph of `shape` and its thread-local requests, or None (not compiled yet; with
+        `wait`, compiled now unless its compile failed)."""
+        if wait:
+            self.prepare(shape)
+        with self.lock:
+            if shape in self.ready:
+                self.ready.move_to_end(shape)
+                return self.ready[shape]
+            count = self.seen.pop(shape, 0) + 1
+            self.seen[shape] = count
+            while len(self.seen) > self.remember:
+                self.seen.popitem(last=False)
+            if count < 2 or shape in self.pending or shape in self.failed:
+                return None
+            thread = self.pending[shape] = threading.Thread(target=self._build, args=(shape,), name="openvino-shape")
+        thread.start()  # not a daemon: a process that ends waits for it rather than tearing OpenVINO down mid-compile
+        return None
+
+    def prepare(self, shape: Shape) -> None:
+        """Compile for `shape` now and wait (what timing an engine needs: no compile running beside it)."""
+        with self.lock:
+            thread = self.pending.get(shape)
+            if thread is None and shape not in self.ready and shape not in self.failed:
+                thread = self.pending[shape] = threading.Thread(target=self._build, args=(shape,))
+                thread.start()
+        if thread is not None:
+            thread.join()
+
+    def _build(self, shape: Shape) -> None:
+        try:
+            compiled, error = self.compile_for(shape), None
+        except Exception as e:  # the dynamic graph still answers: slower, never wrong
+            compiled, error = None, f"{type(e).__name__}: {e}"
+        with self.lock:
+            self.pending.pop(shape, None)
+            if compiled is None:
+                self.failed[shape] = error
+                return
+            self.ready[shape] = (compiled, threading.local())
+            while len(self.ready) > self.limit:
+                self.ready.popitem(last=False)
+
+
+class OpenVinoEngine:
+    """OpenVINO on the CPU, in bf16 where the CPU has it (its inference precision hint), else fp32.
+    `multiple`: the network's padding multiple (2**depth), what inputs are padded to before a call. An
+    int8 graph runs only compiled for the call's shape (a shape whose compile failed raises)."""
+
+    name = "openvino"
+
+    def __init__(self, onnx_path: Path, threads: int, multiple: int = 1, static_shapes: int = 8) -> None:
+        import openvino as ov
+
+        self.core = ov.Core()
+        hint = "bf16" if cpu_has_fast_bf16() else "f32"
+        self.config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads}
+        self.source = self.core.read_model(str(onnx_path))
+        self.precision = "int8" if ".int8." in Path(onnx_path).name else hint
+        dynamic = self.precision != "int8"  # an int8 graph runs only compiled per shape (module docstring)
+        self.model = self.core.compile_model(self.source, "CPU", self.config) if dynamic else None
+        self.multiple = multiple
+        self.requests = threading.local()  # an infer request is not thread-safe: one per calling thread
+        self.shapes = StaticShapes(self._compile_static, static_shapes)
+
+    def eval(self):
+        return self
+
+    def _compile_static(self, shape: Shape):
+        model = self.source.clone()
+        model.reshape(list(shape))
+        return self.core.compile_model(model, "CPU", self.config)
+
+    def padded(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.multiple
+        pad_h, pad_w = (-x.shape[-2]) % m, (-x.shape[-1]) % m
+        return F.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x
+
+    def prepare(self, shape: Shape) -> None:
+        """Compile for inputs of `shape` (before padding) now, as a second call of it would in the background."""
+        self.shapes.prepare(tuple(self.padded(torch.empty(shape, device="meta")).shape))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Each serving thread runs its own infer request (the compiled model's own call shares one between
+        threads, unsafe with more than one slot); the input is read in place, the output copied once."""
+        h, w = x.shape[-2:]
+        x = self.padded(x.float()).contiguous().cpu()
+        int8 = self.precision == "int8"
+        static = self.shapes.get(tuple(x.shape), wait=int8)
+        if static is None and int8:
+            raise ConfigError(
+                f"engine openvino-int8: its graph does not compile for input {tuple(x.shape)} "
+                f"({self.shapes.failed.get(tuple(x.shape))}); use --engine onnxruntime-int8"
+            )
+        compiled, local = static if static is not None else (self.model, self.requests)
+        request = getattr(local, "request", None)
+        if request is None:
+            request = local.request = compiled.create_infer_request()
+        request.infer(x.numpy(), share_inputs=True)
+        return torch.from_numpy(request.get_output_tensor(0).data[..., :h, :w].copy())
