@@ -219,12 +219,19 @@ def main() -> None:
                 load_segmenter(path, "onnxruntime-int8", "cpu", "auto", log=lambda m: print(m, flush=True))
             except ConfigError as e:  # refused by its own score: timed without it, and the table says so
                 print(e, flush=True)
-            gate = f" The int8 graph's gate: {Int8Report.read(next(Path(tmp, 'engines').glob('*.int8.json')))}."
+            report = Int8Report.read(next(Path(tmp, "engines").glob("*.int8.json")))
+            gate = f" The int8 graph's gate: {report}." + "".join(
+                f" {name} runs it to onnxruntime's mask pixels on {share:.2%} of the calibration inputs."
+                for name, share in report.runtimes.items()
+            )
             gate += other_weight_range(path, Path(tmp))
         for engine in ["auto", *installed_engines(path)]:
             seg = load_segmenter(path, engine, "cpu", "auto", log=lambda m: None)
             predictor = ClickPredictor(seg)
             image = seg.to_tensor(array)
+            if hasattr(seg.model, "prepare"):  # OpenVINO: the view's graph, as an image's second click starts it
+                view = predictor.net_size((0, 0, args.size, args.size), True)
+                seg.model.prepare((1, seg.meta.model.in_channels, *view))
             ms_model, ms_network = time_model(predictor, image, args.repeat)
             ms_http = time_http(seg, buf.getvalue(), args.repeat, by_id=True)
             ms_png = time_http(seg, buf.getvalue(), args.repeat, by_id=False)
@@ -250,7 +257,9 @@ def main() -> None:
         "server in one process, sharing the 2 cores): the page's request sends the previous map by the id "
         "the last answer gave (`prev_id`, `return_probs=false`), the stateless one uploads it as the PNG the last "
         "answer carried (one more PNG to encode, send and decode per click); test client: the page's request "
-        f"through FastAPI's in-process TestClient, no socket (how the rows before 2026-12-03 were taken). The last "
+        f"through FastAPI's in-process TestClient, no socket (how the rows before 2026-12-03 were taken). OpenVINO "
+        "rows: the graph compiled for the view's shape before timing (from an image's second click it compiles in "
+        "the background, ~0.5-1.7 s; int8 compiles at the first). The last "
         f"row swaps the network for one that returns zero logits at once: what the rest costs.{gate}",
         "",
         "| engine | network ms | model step ms | HTTP request ms (the page's: map by id) | HTTP, map as PNG "

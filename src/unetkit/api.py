@@ -6,7 +6,7 @@ from unetkit.config.io import merge, resolve, to_dict
 from unetkit.data.check import check_dataset
 from unetkit.data.imageio import MaskSpec
 from unetkit.data.splits import find_pairs, load_split, split_pairs
-from unetkit.deploy.engines import OnnxRuntimeEngine, OpenVinoEngine
+from unetkit.deploy.engines import OnnxRuntimeEngine, OpenVinoEngine, export_int8
 from unetkit.deploy.engines import installed as installed_engines
 from unetkit.deploy.engines import load as load_segmenter
 from unetkit.deploy.export import export_onnx, export_safetensors
@@ -63,6 +63,7 @@ __all__ = [
     "cpu_has_vnni",
     "epochs_for_budget",
     "evaluate_checkpoint",
+    "export_int8",
     "export_onnx",
     "export_safetensors",
     "fingerprint",

@@ -1,0 +1,142 @@
+"""OpenVINO with dynamic H and W against graphs compiled per input shape (what unetkit's OpenVinoEngine
+runs), for the shipped click model: the masks of its int8 graph against onnxruntime's (the runtime the
+int8 gate scores) on GrabCut photos with their first click, and the network's time per call at the
+512x512 page view (320x320), fp32 and int8, in rounds.
+
+The int8 graph is the engine cache's (built and gated once by `--engine onnxruntime-int8`; ~2 min the
+first time, on the model's recorded duts2k splits). Needs ../shared/data/grabcut.
+
+    python benchmarks/bench_openvino_shapes.py [--images 50] [--repeat 20] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from click_focus import GRABCUT, grabcut_pairs  # noqa: E402
+from common import cpu_class, header, write_section  # noqa: E402
+
+
+def first_click_inputs(seg, n: int) -> list[torch.Tensor]:
+    """The network's input for RITM's first click on each of `n` GrabCut images."""
+    from unetkit.api import ClickPredictor, next_click
+
+    seen, model = [], seg.model
+    seg.model = lambda x: seen.append(x) or model(x)
+    seg.model.eval = lambda: None
+    try:
+        for image, gt, ignore in itertools.islice(grabcut_pairs(), n):
+            click = next_click(np.zeros_like(gt), gt, ignore)
+            ClickPredictor(seg).probs(seg.to_tensor(image), [click])
+    finally:
+        seg.model = model
+    return seen
+
+
+def plain_openvino(path: Path):
+    """OpenVINO as a user would call it on the raw graph: compiled once, H and W dynamic."""
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": torch.get_num_threads()})
+    request = compiled.create_infer_request()
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        request.infer(x.numpy(), share_inputs=True)
+        return torch.from_numpy(request.get_output_tensor(0).data.copy())
+
+    return run
+
+
+def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(((a > 0) == (b > 0)).float().mean())
+
+
+def timed(fn, x: torch.Tensor, repeat: int) -> float:
+    fn(x)
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn(x)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=50)
+    ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    if not GRABCUT.is_dir():
+        raise SystemExit(f"{GRABCUT} not found: GrabCut lives in ../shared/data beside the repo")
+    from unetkit.api import OnnxRuntimeEngine, OpenVinoEngine, export_int8, export_onnx, load_segmenter
+
+    seg = load_segmenter("builtin:clicks", "torch", "cpu", "fp32", log=lambda m: None)
+    threads, multiple = torch.get_num_threads(), 2**seg.model.depth
+    with tempfile.TemporaryDirectory() as tmp:
+        graphs = {
+            "fp32": export_onnx(seg.model, seg.meta, Path(tmp) / "clicks.onnx", variant="raw"),
+            "int8": export_int8("builtin:clicks", Path(tmp) / "clicks.int8.onnx", log=lambda m: print(m, flush=True)),
+        }
+        inputs = first_click_inputs(seg, args.images)
+        scored, dynamic = OnnxRuntimeEngine(graphs["int8"], threads), plain_openvino(graphs["int8"])
+        static = OpenVinoEngine(graphs["int8"], threads, multiple)
+        shares = [(agreement(dynamic(x), scored(x)), agreement(static(x), scored(x))) for x in inputs]
+        x = torch.randn(1, seg.meta.model.in_channels, 320, 320)
+        engines = {(p, "dynamic"): plain_openvino(g) for p, g in graphs.items()}
+        engines |= {(p, "per shape (unetkit)"): OpenVinoEngine(g, threads, multiple) for p, g in graphs.items()}
+        for engine in engines.values():
+            getattr(engine, "prepare", lambda s: None)(tuple(x.shape))
+        times = {key: [] for key in engines}
+        for _ in range(args.rounds):
+            for key, engine in engines.items():
+                times[key].append(timed(engine, x, args.repeat))
+    write(args, np.array(shares), times)
+
+
+def write(args, shares: np.ndarray, times: dict) -> None:
+    rows = []
+    for precision in ("fp32", "int8"):
+        base = statistics.median(times[(precision, "dynamic")])
+        for (p, how), ms in times.items():
+            if p == precision:
+                runs = " / ".join(f"{m:.1f}" for m in ms)
+                rows.append(f"| {p} | {how} | {runs} | {base / statistics.median(ms):.2f}x |")
+    lines = [
+        f"## OpenVINO per input shape vs dynamic (cpu, {cpu_class()})",
+        "",
+        header(
+            f"python benchmarks/bench_openvino_shapes.py --images {args.images} --repeat {args.repeat} "
+            f"--rounds {args.rounds}"
+        ),
+        "The shipped click model (builtin:clicks); int8: the engine cache's gated graph. Masks: share of pixels "
+        "whose mask (logit > 0) equals onnxruntime's, on the first RITM click of "
+        f"{len(shares)} GrabCut images: dynamic OpenVINO min {shares[:, 0].min():.4f}, mean "
+        f"{shares[:, 0].mean():.4f}, {int((shares[:, 0] < 0.98).sum())} of {len(shares)} under 0.98; compiled for "
+        f"the shape (unetkit's engine) min {shares[:, 1].min():.4f}, mean {shares[:, 1].mean():.4f}, "
+        f"{int((shares[:, 1] < 0.98).sum())} under 0.98. Time: the network's call at 320x320 (the view of a "
+        f"512x512 image), median of {args.repeat} per round, the four taking turns.",
+        "",
+        "| graph | OpenVINO compiled | ms per call (each round) | speed vs dynamic |",
+        "|---|---|---|---|",
+        *rows,
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if not args.no_write:
+        write_section(f"openvino-shapes-cpu-{cpu_class()}", text)
+
+
+if __name__ == "__main__":
+    main()
