@@ -1,17 +1,18 @@
 """OpenVINO on the CPU, with graphs compiled for the input shapes that come again.
 
 The raw graph takes any size (its H and W are dynamic), and OpenVINO runs such a graph slower than one
-compiled for a fixed shape: the shipped click model's int8 graph at 320x320 on the AVX2 EPYC took
-~31-39 ms a call dynamic against ~17-24 ms static (`benchmarks/bench_clicks.py` measures it through the
-page's request). Compiling costs ~0.5-1.7 s, so an fp32/bf16 graph is compiled for a shape in a
-background thread once the shape comes a second time (every click on one image, tiles, a folder of one
-size), and calls run on the dynamic graph until it is ready.
+compiled for a fixed shape: the shipped click model's network at 320x320 on the AVX2 EPYC, int8 36-42 ms
+a call dynamic against 22-24 ms compiled for the shape, fp32 1.21x (`benchmarks/bench_openvino_shapes.py`).
+Compiling costs ~0.5-1.7 s, so an fp32/bf16 graph is compiled for a shape in a background thread once
+the shape comes a second time (every click on one image, tiles, a folder of one size), and calls run on
+the dynamic graph until it is ready.
 
 An int8 graph never runs dynamic: OpenVINO 2026.4 ran the shipped click model's int8 graph with dynamic
-H and W to masks that agreed with onnxruntime's (the runtime the int8 gate scores) on 19-71% of the
-pixels of real photos with a click (AVX2 EPYC), and on 98.6-99.98% compiled for the shape; so an int8
-call waits for its shape's graph. Inputs are zero-padded to the network's multiple first, as the graph
-itself would pad them: fewer shapes to compile, and the quantized graph reshapes only at such sizes."""
+H and W to masks that agreed with onnxruntime's (the runtime the int8 gate scores) on 24.6% of the pixels
+on average (min 6.3%) over the first clicks of 50 GrabCut photos (AVX2 EPYC), and on 99.74% (min 97.2%)
+compiled for each shape (same benchmark); so an int8 call waits for its shape's graph. Inputs are
+zero-padded to the network's multiple first, as the graph itself would pad them: fewer shapes to
+compile, and the quantized graph reshapes only at such sizes."""
 
 from __future__ import annotations
 
