@@ -65,6 +65,14 @@ def test_a_failed_compile_is_kept_and_not_retried():
     assert compiler.calls == [shape]
 
 
+def test_after_one_compiles_at_the_first_sighting():
+    compiler = FakeCompiler()
+    shapes = StaticShapes(compiler, after=1)
+    assert shapes.get((1, 1, 32, 32)) is None  # answered by the caller's stand-in meanwhile
+    settle(shapes)
+    assert compiler.calls == [(1, 1, 32, 32)] and shapes.get((1, 1, 32, 32)) is not None
+
+
 def test_wait_compiles_at_the_first_call():
     shapes = StaticShapes(FakeCompiler())
     assert shapes.get((2, 3, 32, 32), wait=True)[0] == "compiled(2, 3, 32, 32)"
@@ -139,7 +147,16 @@ def test_the_shipped_click_models_int8_graph_gives_onnxruntimes_masks(tmp_path):
     assert engine.precision == "int8" and engine.model is None  # no dynamic graph to fall back on
     scored = OnnxRuntimeEngine(graph, 2)
     for x in inputs:
-        a, b = scored(x) > 0, engine(x) > 0
+        a, b = scored(x) > 0, engine(x) > 0  # no stand-in: the first call waits for its shape's graph
         assert b.shape == a.shape == (1, 1, *x.shape[-2:])
         assert (a == b).float().mean() > 0.98
     assert len(engine.shapes.ready) == 2
+
+    answered = []
+    stand_in = lambda x: answered.append(tuple(x.shape)) or scored(x)  # noqa: E731
+    engine = OpenVinoEngine(graph, threads=2, multiple=2**seg.model.depth, stand_in=stand_in)
+    first = engine(inputs[0])  # answered by the stand-in, given the input padded to a multiple of 32 ...
+    assert answered == [(1, 6, 256, 320)]
+    torch.testing.assert_close(first, scored(inputs[0]), atol=1e-4, rtol=1e-4)  # as the graph pads it itself
+    settle(engine.shapes)  # ... while its graph compiled in the background
+    assert ((engine(inputs[0]) > 0) == (first > 0)).float().mean() > 0.98 and len(answered) == 1

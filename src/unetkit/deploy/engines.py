@@ -148,7 +148,8 @@ def make_engine(name: str, checkpoint: Path, model, meta: ModelMeta, device: tor
     threads = torch.get_num_threads()
     if runtime == "onnxruntime":
         return OnnxRuntimeEngine(path, threads)
-    return OpenVinoEngine(path, threads, multiple=2**model.depth)
+    stand_in = OnnxRuntimeEngine(path, threads) if name.endswith("-int8") else None  # while a shape compiles
+    return OpenVinoEngine(path, threads, multiple=2**model.depth, stand_in=stand_in)
 
 
 def installed(checkpoint: str | Path | None = None) -> list[str]:

@@ -1,18 +1,19 @@
 """OpenVINO on the CPU, with graphs compiled for the input shapes that come again.
 
 The raw graph takes any size (its H and W are dynamic), and OpenVINO runs such a graph slower than one
-compiled for a fixed shape: the shipped click model's network at 320x320 on the AVX2 EPYC, int8 36-42 ms
-a call dynamic against 22-24 ms compiled for the shape, fp32 1.21x (`benchmarks/bench_openvino_shapes.py`).
-Compiling costs ~0.5-1.7 s, so an fp32/bf16 graph is compiled for a shape in a background thread once
-the shape comes a second time (every click on one image, tiles, a folder of one size), and calls run on
-the dynamic graph until it is ready.
+compiled for a fixed shape: the shipped click model's network at 320x320 on the AVX2 EPYC ran 1.40-1.73x
+faster int8 and 1.21-1.23x fp32 compiled for the shape (`benchmarks/bench_openvino_shapes.py`, two runs).
+Compiling costs 0.5-1 s (same benchmark), so an fp32/bf16 graph is compiled for a shape in a
+background thread once the shape comes a second time (every click on one image, tiles, a folder of one
+size), and calls run on the dynamic graph until it is ready.
 
 An int8 graph never runs dynamic: OpenVINO 2026.4 ran the shipped click model's int8 graph with dynamic
 H and W to masks that agreed with onnxruntime's (the runtime the int8 gate scores) on 24.6% of the pixels
 on average (min 6.3%) over the first clicks of 50 GrabCut photos (AVX2 EPYC), and on 99.74% (min 97.2%)
-compiled for each shape (same benchmark); so an int8 call waits for its shape's graph. Inputs are
-zero-padded to the network's multiple first, as the graph itself would pad them: fewer shapes to
-compile, and the quantized graph reshapes only at such sizes."""
+compiled for each shape (same benchmark); so an int8 graph is compiled for a shape at its first call,
+in the background while a stand-in (onnxruntime on the same graph, what the gate scored) answers, or
+waited for where there is none. Inputs are zero-padded to the network's multiple first, as the graph
+itself would pad them: fewer shapes to compile, and the quantized graph reshapes only at such sizes."""
 
 from __future__ import annotations
 
@@ -31,11 +32,11 @@ Shape = tuple[int, ...]
 
 class StaticShapes:
     """Compiled graphs by input shape: at most `limit` (least recently used dropped), each built by
-    `compile_for(shape)` in a background thread on the shape's second sighting; a shape whose compile
-    failed stays on the dynamic graph (its error kept in `failed`)."""
+    `compile_for(shape)` in a background thread on the shape's `after`-th sighting; a shape whose
+    compile failed is not tried again (its error kept in `failed`)."""
 
-    def __init__(self, compile_for, limit: int = 8, remember: int = 64) -> None:
-        self.compile_for, self.limit, self.remember = compile_for, limit, remember
+    def __init__(self, compile_for, limit: int = 8, after: int = 2, remember: int = 64) -> None:
+        self.compile_for, self.limit, self.after, self.remember = compile_for, limit, after, remember
         self.ready: OrderedDict[Shape, tuple] = OrderedDict()  # shape -> (compiled, its per-thread requests)
         self.seen: OrderedDict[Shape, int] = OrderedDict()
         self.pending: dict[Shape, threading.Thread] = {}
@@ -55,7 +56,7 @@ class StaticShapes:
             self.seen[shape] = count
             while len(self.seen) > self.remember:
                 self.seen.popitem(last=False)
-            if count < 2 or shape in self.pending or shape in self.failed:
+            if count < self.after or shape in self.pending or shape in self.failed:
                 return None
             thread = self.pending[shape] = threading.Thread(target=self._build, args=(shape,), name="openvino-shape")
         thread.start()  # not a daemon: a process that ends waits for it rather than tearing OpenVINO down mid-compile
@@ -88,12 +89,13 @@ class StaticShapes:
 
 class OpenVinoEngine:
     """OpenVINO on the CPU, in bf16 where the CPU has it (its inference precision hint), else fp32.
-    `multiple`: the network's padding multiple (2**depth), what inputs are padded to before a call. An
-    int8 graph runs only compiled for the call's shape (a shape whose compile failed raises)."""
+    `multiple`: the network's padding multiple (2**depth), what inputs are padded to before a call.
+    `stand_in`: what answers an int8 call while its shape's graph compiles (None: the call waits);
+    fp32/bf16 calls are answered by the dynamic graph meanwhile."""
 
     name = "openvino"
 
-    def __init__(self, onnx_path: Path, threads: int, multiple: int = 1, static_shapes: int = 8) -> None:
+    def __init__(self, onnx_path: Path, threads: int, multiple: int = 1, static_shapes: int = 8, stand_in=None):
         import openvino as ov
 
         self.core = ov.Core()
@@ -101,11 +103,15 @@ class OpenVinoEngine:
         self.config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads}
         self.source = self.core.read_model(str(onnx_path))
         self.precision = "int8" if ".int8." in Path(onnx_path).name else hint
-        dynamic = self.precision != "int8"  # an int8 graph runs only compiled per shape (module docstring)
-        self.model = self.core.compile_model(self.source, "CPU", self.config) if dynamic else None
         self.multiple = multiple
         self.requests = threading.local()  # an infer request is not thread-safe: one per calling thread
-        self.shapes = StaticShapes(self._compile_static, static_shapes)
+        if self.precision == "int8":  # never dynamic (module docstring)
+            self.model, self.stand_in = None, stand_in
+        else:
+            self.model = self.core.compile_model(self.source, "CPU", self.config)
+            self.stand_in = lambda x: self._infer((self.model, self.requests), x)
+        after = 1 if self.precision == "int8" else 2
+        self.shapes = StaticShapes(self._compile_static, static_shapes, after)
 
     def eval(self):
         return self
@@ -121,24 +127,30 @@ class OpenVinoEngine:
         return F.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x
 
     def prepare(self, shape: Shape) -> None:
-        """Compile for inputs of `shape` (before padding) now, as a second call of it would in the background."""
+        """Compile for inputs of `shape` (before padding) now, and wait: what timing an engine needs."""
         self.shapes.prepare(tuple(self.padded(torch.empty(shape, device="meta")).shape))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Each serving thread runs its own infer request (the compiled model's own call shares one between
-        threads, unsafe with more than one slot); the input is read in place, the output copied once."""
         h, w = x.shape[-2:]
         x = self.padded(x.float()).contiguous().cpu()
-        int8 = self.precision == "int8"
-        static = self.shapes.get(tuple(x.shape), wait=int8)
-        if static is None and int8:
+        static = self.shapes.get(tuple(x.shape), wait=self.stand_in is None)
+        if static is not None:
+            out = self._infer(static, x)
+        elif self.stand_in is not None:
+            out = self.stand_in(x)
+        else:
             raise ConfigError(
                 f"engine openvino-int8: its graph does not compile for input {tuple(x.shape)} "
                 f"({self.shapes.failed.get(tuple(x.shape))}); use --engine onnxruntime-int8"
             )
-        compiled, local = static if static is not None else (self.model, self.requests)
+        return out[..., :h, :w].contiguous()
+
+    def _infer(self, entry: tuple, x: torch.Tensor) -> torch.Tensor:
+        """Each serving thread runs its own infer request (the compiled model's own call shares one between
+        threads, unsafe with more than one slot); the input is read in place, the output copied once."""
+        compiled, local = entry
         request = getattr(local, "request", None)
         if request is None:
             request = local.request = compiled.create_infer_request()
         request.infer(x.numpy(), share_inputs=True)
-        return torch.from_numpy(request.get_output_tensor(0).data[..., :h, :w].copy())
+        return torch.from_numpy(request.get_output_tensor(0).data.copy())
