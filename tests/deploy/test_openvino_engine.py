@@ -73,6 +73,17 @@ def test_after_one_compiles_at_the_first_sighting():
     assert compiler.calls == [(1, 1, 32, 32)] and shapes.get((1, 1, 32, 32)) is not None
 
 
+def test_background_compiles_stop_at_the_budget():
+    compiler = FakeCompiler()
+    shapes = StaticShapes(compiler, after=1, budget=2)
+    for width in (32, 64, 96, 128):
+        shapes.get((1, 1, 32, width))
+        settle(shapes)
+    assert compiler.calls == [(1, 1, 32, 32), (1, 1, 32, 64)]
+    assert shapes.get((1, 1, 32, 96)) is None  # stays with the stand-in
+    assert shapes.get((1, 1, 32, 96), wait=True) is not None  # a caller with none still gets its graph
+
+
 def test_wait_compiles_at_the_first_call():
     shapes = StaticShapes(FakeCompiler())
     assert shapes.get((2, 3, 32, 32), wait=True)[0] == "compiled(2, 3, 32, 32)"

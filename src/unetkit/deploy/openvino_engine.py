@@ -32,11 +32,13 @@ Shape = tuple[int, ...]
 
 class StaticShapes:
     """Compiled graphs by input shape: at most `limit` (least recently used dropped), each built by
-    `compile_for(shape)` in a background thread on the shape's `after`-th sighting; a shape whose
-    compile failed is not tried again (its error kept in `failed`)."""
+    `compile_for(shape)` in a background thread on the shape's `after`-th sighting, `budget` of them in
+    all (a folder of ever new sizes would otherwise keep a core compiling: past it, new shapes stay with
+    the caller's stand-in); a shape whose compile failed is not tried again (its error in `failed`)."""
 
-    def __init__(self, compile_for, limit: int = 8, after: int = 2, remember: int = 64) -> None:
+    def __init__(self, compile_for, limit: int = 8, after: int = 2, budget: int = 32, remember: int = 64) -> None:
         self.compile_for, self.limit, self.after, self.remember = compile_for, limit, after, remember
+        self.budget = budget
         self.ready: OrderedDict[Shape, tuple] = OrderedDict()  # shape -> (compiled, its per-thread requests)
         self.seen: OrderedDict[Shape, int] = OrderedDict()
         self.pending: dict[Shape, threading.Thread] = {}
@@ -56,8 +58,9 @@ class StaticShapes:
             self.seen[shape] = count
             while len(self.seen) > self.remember:
                 self.seen.popitem(last=False)
-            if count < self.after or shape in self.pending or shape in self.failed:
+            if count < self.after or shape in self.pending or shape in self.failed or self.budget <= 0:
                 return None
+            self.budget -= 1
             thread = self.pending[shape] = threading.Thread(target=self._build, args=(shape,), name="openvino-shape")
         thread.start()  # not a daemon: a process that ends waits for it rather than tearing OpenVINO down mid-compile
         return None
