@@ -1,12 +1,13 @@
 """OpenVINO with dynamic H and W against graphs compiled per input shape (what unetkit's OpenVinoEngine
 runs), for the shipped click model: the masks of its int8 graph against onnxruntime's (the runtime the
 int8 gate scores) on GrabCut photos with their first click, and the network's time per call at the
-512x512 page view (320x320), fp32 and int8, in rounds.
+512x512 page view (320x320), fp32 and int8, in rounds. `--seed-network`: also the seed network (random
+weights, fp32) at 512x512, with the memory each graph adds (the process's resident set).
 
 The int8 graph is the engine cache's (built and gated once by `--engine onnxruntime-int8`; ~2 min the
 first time, on the model's recorded duts2k splits). Needs ../shared/data/grabcut.
 
-    python benchmarks/bench_openvino_shapes.py [--images 50] [--repeat 20] [--rounds 3]
+    python benchmarks/bench_openvino_shapes.py [--images 50] [--repeat 20] [--rounds 3] [--seed-network]
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=50)
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seed-network", action="store_true", help="also the seed network at 512x512 (slow)")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     if not GRABCUT.is_dir():
@@ -106,10 +108,48 @@ def main() -> None:
         for _ in range(args.rounds):
             for key, engine in engines.items():
                 times[key].append(timed(engine, x, args.repeat))
-    write(args, np.array(shares), times, compile_s)
+        seed = seed_network(Path(tmp), args.rounds) if args.seed_network else ""
+    write(args, np.array(shares), times, compile_s, seed)
 
 
-def write(args, shares: np.ndarray, times: dict, compile_s: dict) -> None:
+def rss_mb() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * 4096 / 2**20
+
+
+def seed_network(folder: Path, rounds: int) -> str:
+    """The seed network (31M parameters, random weights) at 512x512 fp32: dynamic vs one graph per shape,
+    and how much the process grows per graph."""
+    from bench_engines import build
+    from unetkit.api import OpenVinoEngine, export_onnx
+
+    model, meta = build((64, 128, 256, 512))
+    graph = export_onnx(model, meta, folder / "seed.onnx", variant="raw")
+    threads, x = torch.get_num_threads(), torch.randn(1, 3, 512, 512)
+    before = rss_mb()
+    dynamic = plain_openvino(graph)
+    dynamic(x)
+    grown = [rss_mb() - before]
+    static = OpenVinoEngine(graph, threads, 2**model.depth)
+    for size in (512, 480):
+        mark = rss_mb()
+        static.prepare((1, 3, size, size))
+        static(torch.randn(1, 3, size, size))
+        grown.append(rss_mb() - mark)
+    times = {"dynamic": [], "per shape": []}
+    for _ in range(rounds):
+        times["dynamic"].append(timed(dynamic, x, 3))
+        times["per shape"].append(timed(static, x, 3))
+    ms = {k: statistics.median(v) for k, v in times.items()}
+    return (
+        f" Seed network at 512x512 fp32 (random weights; median of 3 calls per round, {rounds} rounds): dynamic "
+        f"{' / '.join(f'{t:.0f}' for t in times['dynamic'])} ms, per shape "
+        f"{' / '.join(f'{t:.0f}' for t in times['per shape'])} ms ({ms['dynamic'] / ms['per shape']:.2f}x); the "
+        f"process grew {grown[0]:.0f} MB with the dynamic graph's first call and {grown[1]:.0f} / {grown[2]:.0f} MB "
+        "with each per-shape graph (512, 480)."
+    )
+
+
+def write(args, shares: np.ndarray, times: dict, compile_s: dict, seed: str = "") -> None:
     rows = []
     for precision in ("fp32", "int8"):
         base = statistics.median(times[(precision, "dynamic")])
@@ -122,7 +162,7 @@ def write(args, shares: np.ndarray, times: dict, compile_s: dict) -> None:
         "",
         header(
             f"python benchmarks/bench_openvino_shapes.py --images {args.images} --repeat {args.repeat} "
-            f"--rounds {args.rounds}"
+            f"--rounds {args.rounds}" + " --seed-network" * args.seed_network
         ),
         "The shipped click model (builtin:clicks); int8: the engine cache's gated graph. Masks: share of pixels "
         "whose mask (logit > 0) equals onnxruntime's, on the first RITM click of "
@@ -131,7 +171,7 @@ def write(args, shares: np.ndarray, times: dict, compile_s: dict) -> None:
         f"the shape (unetkit's engine) min {shares[:, 1].min():.4f}, mean {shares[:, 1].mean():.4f}, "
         f"{int((shares[:, 1] < 0.98).sum())} under 0.98. Time: the network's call at 320x320 (the view of a "
         f"512x512 image), median of {args.repeat} per round, the four taking turns. Compiling the 320x320 graph took "
-        f"{compile_s['fp32']:.2f} s (fp32) and {compile_s['int8']:.2f} s (int8).",
+        f"{compile_s['fp32']:.2f} s (fp32) and {compile_s['int8']:.2f} s (int8).{seed}",
         "",
         "| graph | OpenVINO compiled | ms per call (each round) | speed vs dynamic |",
         "|---|---|---|---|",

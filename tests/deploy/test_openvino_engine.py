@@ -54,6 +54,17 @@ def test_at_most_limit_graphs_least_recently_used_dropped():
     assert list(shapes.ready) == [a, c]
 
 
+def test_graphs_beyond_max_pixels_are_dropped_but_the_last_is_kept():
+    shapes = StaticShapes(FakeCompiler(), limit=8, max_pixels=3 * 32 * 32)
+    for width in (32, 64):  # 1 + 2 units of 32x32
+        shapes.prepare((1, 1, 32, width))
+    assert list(shapes.ready) == [(1, 1, 32, 32), (1, 1, 32, 64)]
+    shapes.prepare((2, 1, 32, 32))  # batch 2 counts twice: 5 units > 3, the oldest go
+    assert list(shapes.ready) == [(2, 1, 32, 32)]
+    shapes.prepare((1, 1, 128, 128))  # alone over the bound, and kept
+    assert list(shapes.ready) == [(1, 1, 128, 128)]
+
+
 def test_a_failed_compile_is_kept_and_not_retried():
     compiler = FakeCompiler(fail={(1, 1, 32, 32)})
     shapes = StaticShapes(compiler)
@@ -117,6 +128,21 @@ def test_fp32_gives_torchs_logits_before_and_after_its_shape_is_compiled(tmp_pat
     assert first.shape == second.shape == ref.shape
     torch.testing.assert_close(first, ref, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(second, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_a_big_fp32_graph_stays_dynamic(tmp_path, monkeypatch):
+    """Large fp32 graphs gained nothing per shape (the seed network at 512 px) and each graph holds its
+    own buffers: no background compiles for them, however often a shape comes."""
+    from unetkit.deploy import openvino_engine
+    from unetkit.model import UNet
+
+    monkeypatch.setattr(openvino_engine, "BIG_GRAPH", 1024)  # this small graph counts as big
+    model = UNet(3, 1, (8, 16)).eval()
+    engine = openvino_engine.OpenVinoEngine(_raw_onnx(model, tmp_path, 3), threads=1, multiple=4)
+    x = torch.randn(1, 3, 32, 32)
+    for _ in range(3):
+        engine(x)
+    assert engine.shapes.budget == 0 and not engine.shapes.pending and not engine.shapes.ready
 
 
 def _click_input(seg, h: int, w: int) -> torch.Tensor:

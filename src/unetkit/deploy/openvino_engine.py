@@ -1,9 +1,9 @@
 """OpenVINO on the CPU, with graphs compiled for the input shapes that come again.
 
 The raw graph takes any size (its H and W are dynamic), and OpenVINO runs such a graph slower than one
-compiled for a fixed shape: the shipped click model's network at 320x320 on the AVX2 EPYC ran 1.40-1.73x
-faster int8 and 1.21-1.23x fp32 compiled for the shape (`benchmarks/bench_openvino_shapes.py`, two runs).
-Compiling costs 0.5-1 s (same benchmark), so an fp32/bf16 graph is compiled for a shape in a
+compiled for a fixed shape: the shipped click model's network at 320x320 on the AVX2 EPYC ran 1.40-1.94x
+faster int8 and 1.15-1.27x fp32 compiled for the shape (`benchmarks/bench_openvino_shapes.py`, four runs).
+Compiling costs 0.5-1.5 s (same benchmark), so an fp32/bf16 graph is compiled for a shape in a
 background thread once the shape comes a second time (every click on one image, tiles, a folder of one
 size), and calls run on the dynamic graph until it is ready.
 
@@ -17,6 +17,7 @@ itself would pad them: fewer shapes to compile, and the quantized graph reshapes
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -28,17 +29,23 @@ from unetkit.errors import ConfigError
 from unetkit.runtime import cpu_has_fast_bf16
 
 Shape = tuple[int, ...]
+BIG_GRAPH = 64 * 2**20  # fp32/bf16 graphs larger than this stay dynamic: the seed network's (124 MB) ran no
+# faster per shape at 512x512 (0.92x, 0.96x) and each graph added 285-381 MB (bench_openvino_shapes.py --seed-network)
 
 
 class StaticShapes:
-    """Compiled graphs by input shape: at most `limit` (least recently used dropped), each built by
-    `compile_for(shape)` in a background thread on the shape's `after`-th sighting, `budget` of them in
-    all (a folder of ever new sizes would otherwise keep a core compiling: past it, new shapes stay with
-    the caller's stand-in); a shape whose compile failed is not tried again (its error in `failed`)."""
+    """Compiled graphs by input shape, least recently used dropped beyond `limit` graphs or `max_pixels`
+    input pixels in all (each graph keeps its own activation buffers), the last one always kept; each
+    built by `compile_for(shape)` in a background thread on the shape's `after`-th sighting, `budget` of
+    them in all (a folder of ever new sizes would otherwise keep a core compiling: past it, new shapes
+    stay with the caller's stand-in); a shape whose compile failed is not tried again (its error in
+    `failed`)."""
 
-    def __init__(self, compile_for, limit: int = 8, after: int = 2, budget: int = 32, remember: int = 64) -> None:
-        self.compile_for, self.limit, self.after, self.remember = compile_for, limit, after, remember
-        self.budget = budget
+    def __init__(
+        self, compile_for, limit: int = 8, after: int = 2, budget: int = 32, max_pixels: int = 8 * 320 * 320
+    ) -> None:
+        self.compile_for, self.limit, self.after, self.budget = compile_for, limit, after, budget
+        self.max_pixels, self.remember = max_pixels, 64
         self.ready: OrderedDict[Shape, tuple] = OrderedDict()  # shape -> (compiled, its per-thread requests)
         self.seen: OrderedDict[Shape, int] = OrderedDict()
         self.pending: dict[Shape, threading.Thread] = {}
@@ -65,6 +72,9 @@ class StaticShapes:
         thread.start()  # not a daemon: a process that ends waits for it rather than tearing OpenVINO down mid-compile
         return None
 
+    def pixels(self) -> int:
+        return sum(math.prod(shape[:1] + shape[2:]) for shape in self.ready)
+
     def prepare(self, shape: Shape) -> None:
         """Compile for `shape` now and wait (what timing an engine needs: no compile running beside it)."""
         with self.lock:
@@ -86,7 +96,7 @@ class StaticShapes:
                 self.failed[shape] = error
                 return
             self.ready[shape] = (compiled, threading.local())
-            while len(self.ready) > self.limit:
+            while len(self.ready) > 1 and (len(self.ready) > self.limit or self.pixels() > self.max_pixels):
                 self.ready.popitem(last=False)
 
 
@@ -114,7 +124,8 @@ class OpenVinoEngine:
             self.model = self.core.compile_model(self.source, "CPU", self.config)
             self.stand_in = lambda x: self._infer((self.model, self.requests), x)
         after = 1 if self.precision == "int8" else 2
-        self.shapes = StaticShapes(self._compile_static, static_shapes, after)
+        big = Path(onnx_path).stat().st_size > BIG_GRAPH and self.precision != "int8"
+        self.shapes = StaticShapes(self._compile_static, static_shapes, after, budget=0 if big else 32)
 
     def eval(self):
         return self
