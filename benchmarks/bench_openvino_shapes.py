@@ -1,8 +1,9 @@
 """OpenVINO with dynamic H and W against graphs compiled per input shape (what unetkit's OpenVinoEngine
 runs), for the shipped click model: the masks of its int8 graph against onnxruntime's (the runtime the
 int8 gate scores) on GrabCut photos with their first click, and the network's time per call at the
-512x512 page view (320x320), fp32 and int8, in rounds. `--seed-network`: also the seed network (random
-weights, fp32) at 512x512, with the memory each graph adds (the process's resident set).
+512x512 page view (320x320), fp32 and int8, in rounds. `--seed-network`: also the seed network and the
+default one (widths 32-256; random weights, fp32) at 512x512, with the memory each graph adds (the
+process's resident set).
 
 The int8 graph is the engine cache's (built and gated once by `--engine onnxruntime-int8`; ~2 min the
 first time, on the model's recorded duts2k splits). Needs ../shared/data/grabcut.
@@ -13,6 +14,7 @@ first time, on the model's recorded duts2k splits). Needs ../shared/data/grabcut
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import statistics
 import sys
@@ -77,7 +79,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=50)
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--seed-network", action="store_true", help="also the seed network at 512x512 (slow)")
+    ap.add_argument("--seed-network", action="store_true", help="also plain U-Nets at 512x512 (slow)")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     if not GRABCUT.is_dir():
@@ -108,28 +110,41 @@ def main() -> None:
         for _ in range(args.rounds):
             for key, engine in engines.items():
                 times[key].append(timed(engine, x, args.repeat))
-        seed = seed_network(Path(tmp), args.rounds) if args.seed_network else ""
+        seed = ""
+        if args.seed_network:
+            seed = "".join(plain_unet(Path(tmp), args.rounds, name, widths) for name, widths in UNETS.items())
     write(args, np.array(shares), times, compile_s, seed)
 
 
 def rss_mb() -> float:
+    """The process's resident set, after handing freed memory back (so a network timed before does not
+    leave room that hides the next one's growth)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
     return int(Path("/proc/self/statm").read_text().split()[1]) * 4096 / 2**20
 
 
-def seed_network(folder: Path, rounds: int) -> str:
-    """The seed network (31M parameters, random weights) at 512x512 fp32: dynamic vs one graph per shape,
-    and how much the process grows per graph."""
+UNETS = {"Default network (32-256)": (32, 64, 128, 256), "Seed network": (64, 128, 256, 512)}
+
+
+def plain_unet(folder: Path, rounds: int, name: str, widths: tuple[int, ...]) -> str:
+    """A plain U-Net (random weights) at 512x512 fp32: dynamic vs one graph per shape, and how much the
+    process grows per graph."""
     from bench_engines import build
     from unetkit.api import OpenVinoEngine, export_onnx
 
-    model, meta = build((64, 128, 256, 512))
-    graph = export_onnx(model, meta, folder / "seed.onnx", variant="raw")
+    model, meta = build(widths)
+    graph = export_onnx(model, meta, folder / f"unet{widths[0]}.onnx", variant="raw")
     threads, x = torch.get_num_threads(), torch.randn(1, 3, 512, 512)
     before = rss_mb()
     dynamic = plain_openvino(graph)
     dynamic(x)
     grown = [rss_mb() - before]
-    static = OpenVinoEngine(graph, threads, 2**model.depth)
+    static = OpenVinoEngine(graph, threads, 2**model.depth)  # prepare() compiles whatever the graph's size
     for size in (512, 480):
         mark = rss_mb()
         static.prepare((1, 3, size, size))
@@ -141,7 +156,8 @@ def seed_network(folder: Path, rounds: int) -> str:
         times["per shape"].append(timed(static, x, 3))
     ms = {k: statistics.median(v) for k, v in times.items()}
     return (
-        f" Seed network at 512x512 fp32 (random weights; median of 3 calls per round, {rounds} rounds): dynamic "
+        f" {name} at 512x512 fp32 ({graph.stat().st_size / 2**20:.0f} MB graph, random weights; median of 3 calls "
+        f"per round, {rounds} rounds): dynamic "
         f"{' / '.join(f'{t:.0f}' for t in times['dynamic'])} ms, per shape "
         f"{' / '.join(f'{t:.0f}' for t in times['per shape'])} ms ({ms['dynamic'] / ms['per shape']:.2f}x); the "
         f"process grew {grown[0]:.0f} MB with the dynamic graph's first call and {grown[1]:.0f} / {grown[2]:.0f} MB "

@@ -2,7 +2,7 @@
 
 The raw graph takes any size (its H and W are dynamic), and OpenVINO runs such a graph slower than one
 compiled for a fixed shape: the shipped click model's network at 320x320 on the AVX2 EPYC ran 1.40-1.94x
-faster int8 and 1.15-1.27x fp32 compiled for the shape (`benchmarks/bench_openvino_shapes.py`, four runs).
+faster int8 and 1.14-1.27x fp32 compiled for the shape (`benchmarks/bench_openvino_shapes.py`, five runs).
 Compiling costs 0.5-1.5 s (same benchmark), so an fp32/bf16 graph is compiled for a shape in a
 background thread once the shape comes a second time (every click on one image, tiles, a folder of one
 size), and calls run on the dynamic graph until it is ready.
@@ -29,8 +29,9 @@ from unetkit.errors import ConfigError
 from unetkit.runtime import cpu_has_fast_bf16
 
 Shape = tuple[int, ...]
-BIG_GRAPH = 64 * 2**20  # fp32/bf16 graphs larger than this stay dynamic: the seed network's (124 MB) ran no
-# faster per shape at 512x512 (0.92x, 0.96x) and each graph added 285-381 MB (bench_openvino_shapes.py --seed-network)
+BIG_GRAPH = 64 * 2**20  # fp32/bf16 graphs larger than this stay dynamic: the seed network's (118 MB) ran
+# 0.92x / 0.96x / 1.26x per shape at 512x512, within the spread, and each graph added 285-384 MB to the process
+# (bench_openvino_shapes.py --seed-network, AVX2 EPYC)
 
 
 class StaticShapes:
