@@ -130,6 +130,26 @@ def test_fp32_gives_torchs_logits_before_and_after_its_shape_is_compiled(tmp_pat
     torch.testing.assert_close(second, ref, atol=1e-4, rtol=1e-4)
 
 
+def test_threads_share_a_shapes_graph_with_their_own_requests(tmp_path):
+    """Serving slots call the engine from several threads at once: each gets its own infer request on
+    the shape's graph, and every answer is the one a lone call gives."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from unetkit.deploy.openvino_engine import OpenVinoEngine
+    from unetkit.model import UNet
+
+    torch.manual_seed(0)
+    model = UNet(3, 1, (8, 16)).eval()
+    engine = OpenVinoEngine(_raw_onnx(model, tmp_path, 3), threads=1, multiple=4)
+    inputs = [torch.randn(1, 3, 32, 48) for _ in range(8)]
+    engine.prepare((1, 3, 32, 48))
+    alone = [engine(x) for x in inputs]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(engine, inputs * 3))
+    for i, out in enumerate(together):
+        torch.testing.assert_close(out, alone[i % len(inputs)])
+
+
 def test_a_big_fp32_graph_stays_dynamic(tmp_path, monkeypatch):
     """Large fp32 graphs gained nothing per shape (the seed network at 512 px) and each graph holds its
     own buffers: no background compiles for them, however often a shape comes."""
