@@ -95,6 +95,20 @@ def test_background_compiles_stop_at_the_budget():
     assert shapes.get((1, 1, 32, 96), wait=True) is not None  # a caller with none still gets its graph
 
 
+def test_a_waited_graph_dropped_by_another_thread_is_compiled_again():
+    compiler = FakeCompiler()
+    shapes = StaticShapes(compiler, limit=1)
+    real_prepare = shapes.prepare
+
+    def prepare_then_evict(shape):  # another thread's graph lands between the compile and the lookup
+        real_prepare(shape)
+        real_prepare((1, 1, 99, 99))
+
+    shapes.prepare = prepare_then_evict
+    compiled, _ = shapes.get((1, 1, 32, 32), wait=True)
+    assert compiled == "compiled(1, 1, 32, 32)" and compiler.calls.count((1, 1, 32, 32)) == 2
+
+
 def test_wait_compiles_at_the_first_call():
     shapes = StaticShapes(FakeCompiler())
     assert shapes.get((2, 3, 32, 32), wait=True)[0] == "compiled(2, 3, 32, 32)"

@@ -57,7 +57,7 @@ class StaticShapes:
         """The compiled graph of `shape` and its thread-local requests, or None (not compiled yet; with
         `wait`, compiled now unless its compile failed)."""
         if wait:
-            self.prepare(shape)
+            return self._waited(shape)
         with self.lock:
             if shape in self.ready:
                 self.ready.move_to_end(shape)
@@ -72,6 +72,17 @@ class StaticShapes:
             thread = self.pending[shape] = threading.Thread(target=self._build, args=(shape,), name="openvino-shape")
         thread.start()  # not a daemon: a process that ends waits for it rather than tearing OpenVINO down mid-compile
         return None
+
+    def _waited(self, shape: Shape):
+        self.prepare(shape)
+        with self.lock:
+            if shape in self.failed:
+                return None
+            if shape in self.ready:
+                self.ready.move_to_end(shape)
+                return self.ready[shape]
+        # dropped by another thread's graph since: compiled again, for this call only
+        return self.compile_for(shape), threading.local()
 
     def pixels(self) -> int:
         return sum(math.prod(shape[:1] + shape[2:]) for shape in self.ready)
@@ -89,7 +100,7 @@ class StaticShapes:
     def _build(self, shape: Shape) -> None:
         try:
             compiled, error = self.compile_for(shape), None
-        except Exception as e:  # the dynamic graph still answers: slower, never wrong
+        except Exception as e:  # the dynamic graph or the stand-in answers instead (an int8 call without one: an error)
             compiled, error = None, f"{type(e).__name__}: {e}"
         with self.lock:
             self.pending.pop(shape, None)
