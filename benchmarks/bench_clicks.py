@@ -259,7 +259,8 @@ def main() -> None:
         "answer carried (one more PNG to encode, send and decode per click); test client: the page's request "
         f"through FastAPI's in-process TestClient, no socket (how the rows before 2026-12-03 were taken). OpenVINO "
         "rows: the graph compiled for the view's shape before timing (from an image's second click it compiles in "
-        "the background, ~0.5-1.7 s; int8 compiles at the first). The last "
+        "the background, 0.5-1.5 s in bench_openvino_shapes.py; int8 from the first, onnxruntime answering meanwhile). "
+        "The last "
         f"row swaps the network for one that returns zero logits at once: what the rest costs.{gate}",
         "",
         "| engine | network ms | model step ms | HTTP request ms (the page's: map by id) | HTTP, map as PNG "
