@@ -27,23 +27,22 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from click_focus import GRABCUT, grabcut_pairs  # noqa: E402
-from common import cpu_class, header, write_section  # noqa: E402
+from common import cpu_class, header, timeit, write_section  # noqa: E402
 
 
 def first_click_inputs(seg, n: int) -> list[torch.Tensor]:
     """The network's input for RITM's first click on each of `n` GrabCut images."""
-    from unetkit.api import ClickPredictor, next_click
+    from unetkit.api import ClickPredictor, InputRecorder, next_click
 
-    seen, model = [], seg.model
-    seg.model = lambda x: seen.append(x) or model(x)
-    seg.model.eval = lambda: None
+    model = seg.model
+    seg.model = recorder = InputRecorder(model, limit=n)
     try:
         for image, gt, ignore in itertools.islice(grabcut_pairs(), n):
             click = next_click(np.zeros_like(gt), gt, ignore)
             ClickPredictor(seg).probs(seg.to_tensor(image), [click])
     finally:
         seg.model = model
-    return seen
+    return [torch.from_numpy(x) for x in recorder.inputs]
 
 
 def plain_openvino(path: Path):
@@ -65,13 +64,8 @@ def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def timed(fn, x: torch.Tensor, repeat: int) -> float:
-    fn(x)
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1000
+    """Median ms per call after a warm-up."""
+    return timeit(lambda: fn(x), torch.device("cpu"), repeat=repeat) * 1000
 
 
 def main() -> None:

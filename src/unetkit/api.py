@@ -11,6 +11,7 @@ from unetkit.deploy.engines import installed as installed_engines
 from unetkit.deploy.engines import load as load_segmenter
 from unetkit.deploy.export import export_onnx, export_safetensors
 from unetkit.deploy.int8 import Int8Report, build_int8
+from unetkit.deploy.int8 import Recorder as InputRecorder
 from unetkit.deploy.int8 import quantize as quantize_int8
 from unetkit.infer import evaluation
 from unetkit.infer.builtin import available as builtin_models
@@ -44,6 +45,7 @@ __all__ = [
     "summarize_clicks",
     "Click",
     "ClickPredictor",
+    "InputRecorder",
     "TrainConfig",
     "create_app",
     "decode",

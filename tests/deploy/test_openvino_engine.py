@@ -183,6 +183,7 @@ def _click_input(seg, h: int, w: int) -> torch.Tensor:
     """What the click predictor hands the network for one positive click on a synthetic photo-like
     image (smooth shading, three discs, a little noise)."""
     from unetkit.api import Click, ClickPredictor
+    from unetkit.deploy.int8 import Recorder
 
     g = np.random.default_rng(0)
     yy, xx = np.mgrid[:h, :w] / max(h, w)
@@ -191,15 +192,13 @@ def _click_input(seg, h: int, w: int) -> torch.Tensor:
         cy, cx, r = g.uniform(0.2, 0.8), g.uniform(0.2, 0.8), g.uniform(0.1, 0.25)
         img[((yy - cy) ** 2 + (xx - cx) ** 2) < r * r] = g.uniform(0, 1, 3)
     img = (np.clip(img + g.normal(0, 0.03, img.shape), 0, 1) * 255).astype(np.uint8)
-    seen = []
     model = seg.model
-    seg.model = lambda x: seen.append(x) or model(x)
-    seg.model.eval = lambda: None
+    seg.model = recorder = Recorder(model, limit=1)
     try:
         ClickPredictor(seg).probs(seg.to_tensor(img), [Click(w / 2, h / 2, True)])
     finally:
         seg.model = model
-    return seen[0]
+    return torch.from_numpy(recorder.inputs[0])
 
 
 def test_the_shipped_click_models_int8_graph_gives_onnxruntimes_masks(tmp_path):

@@ -221,10 +221,11 @@ def build_int8(
     tmp = out.with_suffix(f".{os.getpid()}.tmp.onnx")
     quantize(fp32_onnx, tmp, inputs, reduce_range)
     metric, fp32 = score(fp32_segmenter(model, meta), val)
-    _, int8 = score(Segmenter(run_engine(tmp), meta, setup("cpu", "fp32", channels_last=False), "int8"), val)
+    scored = run_engine(tmp)
+    _, int8 = score(Segmenter(scored, meta, setup("cpu", "fp32", channels_last=False), "int8"), val)
     report = Int8Report(metric, fp32, int8, len(val), min(len(train), CALIBRATION_IMAGES), split,
                         time.perf_counter() - t0)  # fmt: skip
-    report = dataclasses.replace(report, runtimes=agreement(inputs, run_engine(tmp), others or {}, tmp))
+    report = dataclasses.replace(report, runtimes=agreement(inputs, scored, others or {}, tmp))
     tmp.replace(out)
     out.with_suffix(".json").write_text(json.dumps(report.to_dict(), indent=1))
     log(f"int8: {report}")

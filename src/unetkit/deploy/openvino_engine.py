@@ -69,8 +69,7 @@ class StaticShapes:
             if count < self.after or shape in self.pending or shape in self.failed or self.budget <= 0:
                 return None
             self.budget -= 1
-            thread = self.pending[shape] = threading.Thread(target=self._build, args=(shape,), name="openvino-shape")
-        thread.start()  # not a daemon: a process that ends waits for it rather than tearing OpenVINO down mid-compile
+            self._spawn(shape)
         return None
 
     def _waited(self, shape: Shape):
@@ -92,10 +91,16 @@ class StaticShapes:
         with self.lock:
             thread = self.pending.get(shape)
             if thread is None and shape not in self.ready and shape not in self.failed:
-                thread = self.pending[shape] = threading.Thread(target=self._build, args=(shape,))
-                thread.start()
+                thread = self._spawn(shape)
         if thread is not None:
             thread.join()
+
+    def _spawn(self, shape: Shape) -> threading.Thread:
+        """Start compiling `shape` (the caller holds the lock). Not a daemon thread: a process that ends
+        waits for it rather than tearing OpenVINO down mid-compile."""
+        thread = self.pending[shape] = threading.Thread(target=self._build, args=(shape,), name="openvino-shape")
+        thread.start()
+        return thread
 
     def _build(self, shape: Shape) -> None:
         try:
