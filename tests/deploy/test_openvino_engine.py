@@ -164,6 +164,31 @@ def test_threads_share_a_shapes_graph_with_their_own_requests(tmp_path):
         torch.testing.assert_close(out, alone[i % len(inputs)])
 
 
+def test_an_engine_goes_with_its_last_reference(tmp_path):
+    """No reference cycle through the engine: its OpenVINO objects are freed when the caller drops it,
+    in the caller's thread, not later by the cyclic collector in whatever thread runs it then."""
+    import gc
+    import weakref
+
+    from unetkit.deploy.openvino_engine import OpenVinoEngine
+    from unetkit.model import UNet
+
+    model = UNet(3, 1, (8, 16)).eval()
+    path = _raw_onnx(model, tmp_path, 3)
+    gc.disable()
+    try:
+        engine = OpenVinoEngine(path, threads=1, multiple=4)
+        x = torch.randn(1, 3, 32, 32)
+        engine(x), engine(x)  # the second call starts the shape's compile
+        settle(engine.shapes)
+        engine(x)  # on the compiled graph, with this thread's request
+        alive = weakref.ref(engine)
+        del engine
+        assert alive() is None
+    finally:
+        gc.enable()
+
+
 def test_a_big_fp32_graph_stays_dynamic(tmp_path, monkeypatch):
     """Large fp32 graphs gained nothing per shape (the seed network at 512 px) and each graph holds its
     own buffers: no background compiles for them, however often a shape comes."""

@@ -17,6 +17,7 @@ itself would pad them: fewer shapes to compile, and the quantized graph reshapes
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from collections import OrderedDict
@@ -135,22 +136,17 @@ class OpenVinoEngine:
         self.precision = "int8" if ".int8." in Path(onnx_path).name else hint
         self.multiple = multiple
         self.requests = threading.local()  # an infer request is not thread-safe: one per calling thread
-        if self.precision == "int8":  # never dynamic (module docstring)
-            self.model, self.stand_in = None, stand_in
-        else:
-            self.model = self.core.compile_model(self.source, "CPU", self.config)
-            self.stand_in = lambda x: self._infer((self.model, self.requests), x)
-        after = 1 if self.precision == "int8" else 2
-        big = Path(onnx_path).stat().st_size > BIG_GRAPH and self.precision != "int8"
-        self.shapes = StaticShapes(self._compile_static, static_shapes, after, budget=0 if big else 32)
+        int8 = self.precision == "int8"  # never dynamic (module docstring)
+        self.model = None if int8 else self.core.compile_model(self.source, "CPU", self.config)
+        self.stand_in = stand_in if int8 else None
+        big = Path(onnx_path).stat().st_size > BIG_GRAPH and not int8
+        # compile_for holds no reference to the engine: no cycle, so the engine and its OpenVINO objects go
+        # when the last reference does, not whenever (and in whichever thread) the cyclic collector runs
+        compile_for = functools.partial(compile_static, self.core, self.source, self.config)
+        self.shapes = StaticShapes(compile_for, static_shapes, after=1 if int8 else 2, budget=0 if big else 32)
 
     def eval(self):
         return self
-
-    def _compile_static(self, shape: Shape):
-        model = self.source.clone()
-        model.reshape(list(shape))
-        return self.core.compile_model(model, "CPU", self.config)
 
     def padded(self, x: torch.Tensor) -> torch.Tensor:
         m = self.multiple
@@ -164,9 +160,11 @@ class OpenVinoEngine:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         x = self.padded(x.float()).contiguous().cpu()
-        static = self.shapes.get(tuple(x.shape), wait=self.stand_in is None)
+        static = self.shapes.get(tuple(x.shape), wait=self.model is None and self.stand_in is None)
         if static is not None:
-            out = self._infer(static, x)
+            out = infer(static, x)
+        elif self.model is not None:
+            out = infer((self.model, self.requests), x)
         elif self.stand_in is not None:
             out = self.stand_in(x)
         else:
@@ -176,12 +174,20 @@ class OpenVinoEngine:
             )
         return out[..., :h, :w].contiguous()
 
-    def _infer(self, entry: tuple, x: torch.Tensor) -> torch.Tensor:
-        """Each serving thread runs its own infer request (the compiled model's own call shares one between
-        threads, unsafe with more than one slot); the input is read in place, the output copied once."""
-        compiled, local = entry
-        request = getattr(local, "request", None)
-        if request is None:
-            request = local.request = compiled.create_infer_request()
-        request.infer(x.numpy(), share_inputs=True)
-        return torch.from_numpy(request.get_output_tensor(0).data.copy())
+
+def compile_static(core, source, config: dict, shape: Shape):
+    """`source` (the dynamic graph) compiled for inputs of exactly `shape`."""
+    model = source.clone()
+    model.reshape(list(shape))
+    return core.compile_model(model, "CPU", config)
+
+
+def infer(entry: tuple, x: torch.Tensor) -> torch.Tensor:
+    """Each serving thread runs its own infer request (the compiled model's own call shares one between
+    threads, unsafe with more than one slot); the input is read in place, the output copied once."""
+    compiled, local = entry
+    request = getattr(local, "request", None)
+    if request is None:
+        request = local.request = compiled.create_infer_request()
+    request.infer(x.numpy(), share_inputs=True)
+    return torch.from_numpy(request.get_output_tensor(0).data.copy())
