@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from unetkit.deploy.openvino_engine import StaticShapes
+from unetkit.errors import ConfigError
 
 
 class FakeCompiler:
@@ -131,7 +132,8 @@ def test_fp32_gives_torchs_logits_before_and_after_its_shape_is_compiled(tmp_pat
 
     torch.manual_seed(0)
     model = UNet(3, 1, (8, 16, 32)).eval()
-    engine = OpenVinoEngine(_raw_onnx(model, tmp_path, 3), threads=1, multiple=2**model.depth)
+    engine = OpenVinoEngine(_raw_onnx(model, tmp_path, 3), threads=1, multiple=2**model.depth, precision="fp32")
+    assert engine.precision == "fp32" and engine.config["INFERENCE_PRECISION_HINT"] == "f32"  # on every CPU
     x = torch.randn(1, 3, 45, 70)  # not a multiple of 8: padded by the engine, cropped back
     with torch.no_grad():
         ref = model(x)
@@ -142,6 +144,21 @@ def test_fp32_gives_torchs_logits_before_and_after_its_shape_is_compiled(tmp_pat
     assert first.shape == second.shape == ref.shape
     torch.testing.assert_close(first, ref, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(second, ref, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("native_bf16", [False, True])
+def test_fp32_is_pinned_and_auto_runs_bf16_only_where_the_cpu_has_it(monkeypatch, native_bf16):
+    """OpenVINO's CPU plugin picks bf16 by itself where the CPU has native bf16 (AVX512-BF16, AMX): asked
+    for fp32 it must run f32 there too (an fp32 parity test failed on an AVX512-BF16 EPYC with 8e-4),
+    while auto runs bf16 there and says so in `precision`."""
+    from unetkit.deploy import openvino_engine
+
+    monkeypatch.setattr(openvino_engine, "cpu_has_fast_bf16", lambda: native_bf16)
+    assert openvino_engine.inference_precision("fp32") == "f32"
+    assert openvino_engine.inference_precision("auto") == ("bf16" if native_bf16 else "f32")
+    assert openvino_engine.inference_precision("bf16") == ("bf16" if native_bf16 else "f32")
+    with pytest.raises(ConfigError, match="precision 'fp16'; use auto, fp32 or bf16"):
+        openvino_engine.inference_precision("fp16")
 
 
 def test_threads_share_a_shapes_graph_with_their_own_requests(tmp_path):

@@ -132,8 +132,11 @@ def _imports(name: str) -> bool:
         return False
 
 
-def make_engine(name: str, checkpoint: Path, model, meta: ModelMeta, device: torch.device, log=print):
-    """The callable that computes logits: the model itself for torch, else an ONNX runtime."""
+def make_engine(
+    name: str, checkpoint: Path, model, meta: ModelMeta, device: torch.device, log=print, precision: str = "auto"
+):
+    """The callable that computes logits: the model itself for torch, else an ONNX runtime. `precision`
+    (the run's: auto, fp32, bf16) is OpenVINO's: fp32 pins it to f32 where the CPU has bf16."""
     if name == "torch":
         return model
     if device.type != "cpu":
@@ -149,7 +152,8 @@ def make_engine(name: str, checkpoint: Path, model, meta: ModelMeta, device: tor
     if runtime == "onnxruntime":
         return OnnxRuntimeEngine(path, threads)
     stand_in = OnnxRuntimeEngine(path, threads) if name.endswith("-int8") else None  # while a shape compiles
-    return OpenVinoEngine(path, threads, multiple=2**model.depth, stand_in=stand_in)
+    ov_precision = precision if precision in ("fp32", "bf16") else "auto"
+    return OpenVinoEngine(path, threads, multiple=2**model.depth, stand_in=stand_in, precision=ov_precision)
 
 
 def installed(checkpoint: str | Path | None = None) -> list[str]:
@@ -173,10 +177,10 @@ def choose(checkpoint: Path, model, meta: ModelMeta, rt, log=print):
     names = installed(checkpoint)
     if key in choices and set(choices[key]["ms"]) == set(names):  # measured with these same candidates
         name = choices[key]["engine"]
-        return make_engine(name, checkpoint, model, meta, rt.device, log), name
+        return make_engine(name, checkpoint, model, meta, rt.device, log, rt.precision), name
     h, w = (meta.click_view_size,) * 2 if meta.click_view_size else meta.size  # the size it runs at
     x = torch.randn(1, model.config.in_channels, h, w)  # click models: image + click channels
-    engines = {name: make_engine(name, checkpoint, model, meta, rt.device, log) for name in names}
+    engines = {name: make_engine(name, checkpoint, model, meta, rt.device, log, rt.precision) for name in names}
     timings = _median_seconds(engines, x, rt)
     name = min(timings, key=timings.get)
     log("engine auto: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in timings.items()) + f" per image; using {name}")
@@ -222,7 +226,7 @@ def load(path: str | Path, engine: str = "torch", device: str = "auto", precisio
     if engine == "auto":
         runner, engine = choose(file, seg.model, seg.meta, seg.rt, log)
     else:
-        runner = make_engine(engine, file, seg.model, seg.meta, seg.rt.device, log)
+        runner = make_engine(engine, file, seg.model, seg.meta, seg.rt.device, log, seg.rt.precision)
     if engine == "torch":  # auto chose PyTorch
         return seg
     return Segmenter(runner, seg.meta, dataclasses.replace(seg.rt, precision="fp32", channels_last=False), engine)

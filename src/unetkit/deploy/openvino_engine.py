@@ -119,21 +119,32 @@ class StaticShapes:
 
 
 class OpenVinoEngine:
-    """OpenVINO on the CPU, in bf16 where the CPU has it (its inference precision hint), else fp32.
+    """OpenVINO on the CPU at the precision asked: `fp32` pins OpenVINO's inference precision to f32 on
+    every CPU (its CPU plugin would otherwise pick bf16 by itself where the CPU has native bf16);
+    `auto` or `bf16` run bf16 where the CPU has it (AMX or AVX512-BF16), else f32. `precision` then
+    says what runs: fp32, bf16 or int8 (an int8 graph).
     `multiple`: the network's padding multiple (2**depth), what inputs are padded to before a call.
     `stand_in`: what answers an int8 call while its shape's graph compiles (None: the call waits);
     fp32/bf16 calls are answered by the dynamic graph meanwhile."""
 
     name = "openvino"
 
-    def __init__(self, onnx_path: Path, threads: int, multiple: int = 1, static_shapes: int = 8, stand_in=None):
+    def __init__(
+        self,
+        onnx_path: Path,
+        threads: int,
+        multiple: int = 1,
+        static_shapes: int = 8,
+        stand_in=None,
+        precision: str = "auto",
+    ):
         import openvino as ov
 
         self.core = ov.Core()
-        hint = "bf16" if cpu_has_fast_bf16() else "f32"
+        hint = inference_precision(precision)
         self.config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads}
         self.source = self.core.read_model(str(onnx_path))
-        self.precision = "int8" if ".int8." in Path(onnx_path).name else hint
+        self.precision = "int8" if ".int8." in Path(onnx_path).name else {"f32": "fp32"}.get(hint, hint)
         self.multiple = multiple
         self.requests = threading.local()  # an infer request is not thread-safe: one per calling thread
         int8 = self.precision == "int8"  # never dynamic (module docstring)
@@ -173,6 +184,14 @@ class OpenVinoEngine:
                 f"({self.shapes.failed.get(tuple(x.shape))}); use --engine onnxruntime-int8"
             )
         return out[..., :h, :w].contiguous()
+
+
+def inference_precision(precision: str) -> str:
+    """OpenVINO's INFERENCE_PRECISION_HINT for unetkit's precision: f32 when fp32 is asked (or the CPU
+    lacks native bf16), bf16 for auto/bf16 on a CPU with AMX or AVX512-BF16."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ConfigError(f"engine openvino: precision {precision!r}; use auto, fp32 or bf16")
+    return "bf16" if precision != "fp32" and cpu_has_fast_bf16() else "f32"
 
 
 def compile_static(core, source, config: dict, shape: Shape):
