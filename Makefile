@@ -16,6 +16,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	# The tests decode Label Studio's RLE with its own converter (label_studio_sdk/converter/brush.py needs only
+	# numpy and Pillow); the SDK's full install would pull pandas, nltk, OpenCV and more.
+	$(BIN)/python -m pip install --quiet --no-deps "label-studio-sdk==2.1.2"
 	touch $@
 
 demo: setup

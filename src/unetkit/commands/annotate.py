@@ -44,7 +44,8 @@ def add_parser(sub) -> None:
     p.add_argument("--retrain-threads", type=positive(int), default=d.threads,
                    help=f"compute threads of a retrain, at nice 10 (default: every core, {d.threads})")  # fmt: skip
 
-    export = "write the labels and exit: coco OUT.json (RLE instances) or unetkit OUT.csv (a split)"
+    export = ("write the labels and exit: coco OUT.json (RLE instances), yolo|labelme|voc OUT (a new folder in "
+              "that layout) or unetkit OUT.csv (a split)")  # fmt: skip
     p.add_argument("--export", nargs=2, metavar=("FORMAT", "OUT"), help=export)
     p.add_argument(
         "--classes",

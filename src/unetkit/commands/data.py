@@ -1,4 +1,4 @@
-"""`unetkit data check DIR` and `unetkit data demo OUT`."""
+"""`unetkit data check DIR`, `unetkit data convert SRC OUT` and `unetkit data demo OUT`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import argparse
 from unetkit.config import DataConfig
 from unetkit.config.io import add_flags, build, flag_values, load_file
 from unetkit.data.check import check_dataset, class_names
+from unetkit.data.convert import convert
 from unetkit.data.demo import write_demo
 from unetkit.errors import ConfigError
 
@@ -21,6 +22,10 @@ CHECK_FIELDS = (
     "in_channels",
     "split",
     "split_seed",
+    "labels",
+    "overlap",
+    "images",
+    "annotator",
 )
 
 
@@ -31,6 +36,15 @@ def add_parser(sub) -> None:
     c.add_argument("dir", help="dataset folder or CSV file")
     c.add_argument("--config", help="config file whose [data] section describes the masks")
     add_flags(c, DataConfig, title="data", only=CHECK_FIELDS)
+    v = dsub.add_parser("convert", help="write a dataset (folder or label file) as unetkit, COCO, YOLO, LabelMe or VOC")
+    v.add_argument(
+        "src", help="dataset folder, CSV, or label file/folder (COCO, LabelMe, YOLO, VOC, CVAT, Label Studio)"
+    )
+    v.add_argument("out", help="new folder to write")
+    v.add_argument("--to", default="unetkit", help="unetkit | coco | yolo | labelme | voc (default: unetkit)")
+    v.add_argument("--polygons", action="store_true", help="coco: traced polygons instead of exact RLE masks")
+    v.add_argument("--tolerance", type=float, default=0.5, help="polygon simplification in pixels (default: 0.5)")
+    add_flags(v, DataConfig, title="data", only=CHECK_FIELDS)
     d = dsub.add_parser("demo", help="write the procedurally generated demo dataset")
     d.add_argument("out", help="folder to write train/ val/ test/ into")
     d.add_argument("--num-images", type=int, default=240, help="pairs in all (default: 240)")
@@ -46,6 +60,12 @@ def run(args: argparse.Namespace) -> int:
         out = write_demo(args.out, args.num_images, (args.size, args.size), args.multiclass, args.seed)
         print(f"wrote {args.num_images} demo pairs to {out} (train/ val/ test/)")
         return 0
+    if args.data_command == "convert":
+        if args.tolerance < 0:
+            raise ConfigError("--tolerance: must be >= 0 pixels")
+        cfg = build(DataConfig, {**flag_values(args), "csv" if args.src.lower().endswith(".csv") else "root": args.src})
+        print(convert(cfg, args.out, args.to, args.polygons, args.tolerance))
+        return 0
     if args.data_command == "check":
         values = load_file(args.config).get("data", {}) if args.config else {}
         values.update(flag_values(args))
@@ -55,4 +75,6 @@ def run(args: argparse.Namespace) -> int:
         names = class_names(cfg, spec) if not cfg.classes or len(cfg.classes) == spec.num_classes else ()
         print(report.format(names))
         return 0 if report.ok else 1
-    raise ConfigError("data: say what to do: `unetkit data check DIR` or `unetkit data demo OUT`")
+    raise ConfigError(
+        "data: say what to do: `unetkit data check DIR`, `unetkit data convert SRC OUT` or `unetkit data demo OUT`"
+    )

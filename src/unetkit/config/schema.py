@@ -69,15 +69,16 @@ class DataConfig:
     cache_memory: str = opt("auto", "memory cache budget: auto (25% of available RAM) or e.g. 4G, 500M")
     workers: str = opt("auto", "decoding worker processes: auto (0 on <= 2 cores) or a number")
     skip_bad: bool = opt(False, "skip pairs that fail the data check instead of refusing to train")
+    labels: str = opt("auto", "label files: semantic | binary | instances | auto (instances for clicks)")
+    overlap: str = opt("area", "label files, overlapping objects: area (smaller on top) | order (file's z-order)")
+    images: str | None = opt(None, "label files: folder of their images (default: where each tool puts them)")
+    annotator: str = opt("latest", "Label Studio: whose annotation of a task: latest | a user id or email")
 
     def __post_init__(self) -> None:
         require(self.mask_mode in ("auto", "binary", "index", "rgb"), "mask_mode", "use auto|binary|index|rgb")
         require(0 <= self.mask_threshold <= 65535, "mask_threshold", "must be 0 (off) or a mask value 1..65535")
-        require(
-            not self.mask_threshold or self.mask_mode in ("auto", "binary"),
-            "mask_threshold",
-            "applies to binary masks; drop it or use --mask-mode binary",
-        )
+        require(not self.mask_threshold or self.mask_mode in ("auto", "binary"), "mask_threshold",
+                "applies to binary masks; drop it or use --mask-mode binary")  # fmt: skip
         require(self.in_channels in (1, 3, 4), "in_channels", f"must be 1, 3 or 4, got {self.in_channels}")
         require(len(self.split) == 3, "split", "give three fractions: train,val,test")
         require(
@@ -91,13 +92,12 @@ class DataConfig:
         require(self.cache in ("memory", "disk", "none"), "cache", "use memory|disk|none")
         if self.cache_memory != "auto":
             parse_bytes(self.cache_memory)
-        require(
-            self.workers == "auto" or (self.workers.isdigit() and int(self.workers) <= 64),
-            "workers",
-            f"use auto or a number 0..64, got {self.workers!r}",
-        )
+        require(self.workers == "auto" or (self.workers.isdigit() and int(self.workers) <= 64), "workers",
+                f"use auto or a number 0..64, got {self.workers!r}")  # fmt: skip
         require(self.ignore_value is None or 0 <= self.ignore_value <= 65535, "ignore_value", "must be 0..65535")
         require(not (self.root and self.csv), "csv", "give either root or csv, not both")
+        for name, allowed in (("labels", ("auto", "semantic", "binary", "instances")), ("overlap", ("area", "order"))):
+            require(getattr(self, name) in allowed, name, "use " + "|".join(allowed))
         if self.mask_mode == "rgb":
             require(len(self.colors) >= 2, "colors", "rgb masks need a colour per class (at least 2)")
         for c in self.colors:

@@ -15,8 +15,9 @@ import numpy as np
 from PIL import Image
 
 from unetkit.config import DataConfig
-from unetkit.data.imageio import IGNORE, DataError, MaskSpec, read_image, read_mask_raw
-from unetkit.data.splits import SPLITS, Pair, Problem, data_source, find_pairs, split_pairs
+from unetkit.data.formats.pairs import label_classes, label_spec
+from unetkit.data.imageio import IGNORE, DataError, MaskSource, MaskSpec, read_image, read_mask_raw
+from unetkit.data.splits import SPLITS, Pair, Problem, data_source, find_pairs, label_mode, label_source, split_pairs
 
 SOFT_SHARE = 0.25  # masks with in-between values above which a binary set is "soft-edged", not damaged
 MAX_INDEX_CLASSES = 64
@@ -50,7 +51,10 @@ class Report:
         lines.append(f"image sizes (WxH): {sizes}{more}")
         lines.append("image modes: " + ", ".join(f"{m} ({n})" for m, n in self.modes.most_common()))
         values = sorted(self.mask_values, key=str)
-        lines.append("mask values found: " + ", ".join(map(str, values[:32])) + (" ..." if len(values) > 32 else ""))
+        if values:
+            lines.append(
+                "mask values found: " + ", ".join(map(str, values[:32])) + (" ..." if len(values) > 32 else "")
+            )
         if self.spec:
             lines.append(_describe(self.spec))
         lines += self.notes
@@ -95,7 +99,16 @@ def _binary_like(values: set[int]) -> bool:
 
 
 def infer_spec(cfg: DataConfig, pairs: list[Pair], report: Report) -> MaskSpec:
-    """The mask encoding: as configured, or inferred from the values of all masks."""
+    """The mask encoding: as configured, or inferred from the values of all masks. A label file's is
+    known without reading a mask (formats/pairs.py), and so is a folder's with classes.txt (indices
+    into its names, 255 ignored: what `unetkit data convert` writes)."""
+    labels = label_source(cfg)
+    if labels is not None:
+        return label_spec(labels, label_mode(cfg))
+    listed = listed_classes(cfg)
+    if listed and cfg.mask_mode == "auto":
+        ignore = IGNORE if cfg.ignore_value is None else cfg.ignore_value
+        return MaskSpec("binary", 2, ignore) if len(listed) == 2 else MaskSpec("index", len(listed), ignore)
     n = len(cfg.classes) or None
     if cfg.mask_mode == "rgb":
         return MaskSpec("rgb", len(cfg.colors), cfg.ignore_value, cfg.colors)
@@ -150,10 +163,16 @@ def _mask_values(pairs: list[Pair], ignore_value: int | None) -> dict[str, set[i
 
 
 def check_pairs(pairs: list[Pair], cfg: DataConfig, spec: MaskSpec, report: Report | None = None) -> Report:
-    """Read every pair once (header + pixels) and record what is there and what is wrong."""
+    """Read every pair once (header + pixels) and record what is there and what is wrong. A label
+    file's entries were checked when it was read: their images' headers are, their masks are drawn only
+    when a batch needs them (so a large label file starts training at once)."""
     report = report or Report()
+    sizes: dict[Path, tuple] = {}
     for p in pairs:
         if str(p.image) in report.bad_pairs:
+            continue
+        if isinstance(p.mask, MaskSource):
+            _check_header(p, sizes, report)
             continue
         raw = _read_pair(p, cfg, report)
         if raw is None:
@@ -199,6 +218,30 @@ def _read_pair(p: Pair, cfg: DataConfig, report: Report) -> np.ndarray | None:
         report.fail(p, Problem(str(p.mask), msg, "resize the mask (nearest) to its image's size or fix the pairing"))
         return None
     return raw
+
+
+def _check_header(p: Pair, sizes: dict, report: Report) -> None:
+    """A label file's image: there, readable, and of the size its annotations declare."""
+    if p.image not in sizes:
+        try:
+            with Image.open(p.image) as im:
+                sizes[p.image] = (im.size, im.mode)
+        except FileNotFoundError:
+            sizes[p.image] = f"image file not found (named by {p.mask.path.name})"
+        except Exception as e:  # PIL raises assorted types for damaged files
+            sizes[p.image] = f"cannot read image ({e})"
+    found = sizes[p.image]
+    if isinstance(found, str):
+        report.fail(p, Problem(str(p.image), found, "add the image, pass --images DIR, or remove its entry"))
+        return
+    (w, h), mode = found
+    declared = p.mask.labels.images[p.mask.index].size
+    if declared and declared != (h, w):
+        msg = f"image is {w}x{h} but {p.mask.path.name} declares {declared[1]}x{declared[0]}"
+        report.fail(p, Problem(str(p.image), msg, "re-export the labels for these images"))
+        return
+    report.sizes[(w, h)] += 1
+    report.modes[mode] += 1
 
 
 def _split_message(text: str) -> tuple[str, str, str]:
@@ -248,7 +291,9 @@ def duplicate_problems(
     return problems, notes
 
 
-def _file_hash(path: Path) -> str:
+def _file_hash(path: Path | MaskSource) -> str:
+    if isinstance(path, MaskSource):
+        return hashlib.sha1(path.key.encode()).hexdigest()
     try:
         return hashlib.sha1(path.read_bytes()).hexdigest()
     except OSError:
@@ -264,7 +309,10 @@ def check_dataset(cfg: DataConfig, objects_ok: bool = False) -> tuple[Report, di
     splits = split_pairs(pairs, cfg.split, cfg.split_seed)
     report = Report(problems=list(problems))
     report.bad_pairs |= {p.path for p in problems}
+    labels = label_source(cfg)  # its instances share their picture, as click data's objects do:
+    objects_ok = objects_ok or (labels is not None and label_mode(cfg) == "instances")
     duplicates, report.notes = duplicate_problems(splits, repeats_ok=bool(cfg.csv), objects_ok=objects_ok)
+    report.notes[:0] = [labels.summary() + f"; masks: {label_mode(cfg)}"] if labels is not None else []
     for problem in duplicates:
         report.problems.append(problem)
         report.bad_pairs.add(problem.path)
@@ -276,7 +324,20 @@ def check_dataset(cfg: DataConfig, objects_ok: bool = False) -> tuple[Report, di
     return report, splits, spec
 
 
+def listed_classes(cfg: DataConfig) -> tuple[str, ...]:
+    """The names in a unetkit folder's classes.txt (one per line, background first), if it has one."""
+    path = Path(cfg.root or "") / "classes.txt"
+    if cfg.csv or not cfg.root or not path.is_file():
+        return ()
+    return tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+
+
 def class_names(cfg: DataConfig, spec: MaskSpec) -> tuple[str, ...]:
+    labels = label_source(cfg)
+    if labels is not None and not cfg.classes:
+        return label_classes(labels, label_mode(cfg))
+    if listed_classes(cfg) and not cfg.classes and len(listed_classes(cfg)) == spec.num_classes:
+        return listed_classes(cfg)
     if cfg.classes:
         if len(cfg.classes) != spec.num_classes:
             raise DataError(

@@ -14,7 +14,16 @@ import numpy as np
 import torch
 
 from unetkit.config import DataConfig, parse_bytes
-from unetkit.data.imageio import IGNORE, DataError, MaskSpec, read_image, read_mask_raw, resize_image, resize_mask
+from unetkit.data.imageio import (
+    IGNORE,
+    DataError,
+    MaskSpec,
+    file_stamp,
+    read_image,
+    read_mask_raw,
+    resize_image,
+    resize_mask,
+)
 from unetkit.data.splits import Pair
 
 Sample = tuple[torch.Tensor, torch.Tensor]
@@ -71,7 +80,7 @@ class SampleCache:
             folder.mkdir(parents=True, exist_ok=True)
 
     def _disk_path(self, pair: Pair, extra: tuple) -> Path:
-        stats = tuple((s.st_size, s.st_mtime_ns) for s in (pair.image.stat(), pair.mask.stat()))
+        stats = (file_stamp(pair.image), file_stamp(pair.mask))
         key = (str(pair.image), str(pair.mask), stats, extra)
         return self.folder / (hashlib.sha1(repr(key).encode()).hexdigest() + ".sample")
 

@@ -94,10 +94,37 @@ def read_image(path: str | Path, in_channels: int = 3) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
 
 
-def read_mask_raw(path: str | Path) -> np.ndarray:
+class MaskSource:
+    """A mask that is no file of its own: an entry of a label file (COCO, LabelMe, ...), rendered when
+    read. `path` is the label file, `fragment` names the entry in it; `key` is both, unique."""
+
+    path: Path
+    fragment: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.path.resolve()}#{self.fragment}"
+
+    def read(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def __str__(self) -> str:
+        return f"{self.path}#{self.fragment}"
+
+
+def file_stamp(path: Path | MaskSource) -> tuple:
+    """What says a file (or a label file's entry) changed: its size and mtime."""
+    s = (path.path if isinstance(path, MaskSource) else path).stat()
+    return (s.st_size, s.st_mtime_ns, path.fragment if isinstance(path, MaskSource) else "")
+
+
+def read_mask_raw(path: str | Path | MaskSource) -> np.ndarray:
     """Mask file -> raw values: (H, W) ints, or (H, W, 3) uint8 for colour masks.
 
-    Palette PNGs give their palette indices (the usual class-index encoding)."""
+    Palette PNGs give their palette indices (the usual class-index encoding). A label file's entry
+    (MaskSource) renders its mask: class indices, 255 = ignore."""
+    if isinstance(path, MaskSource):
+        return path.read()
     path = Path(path)
     img = ImageOps.exif_transpose(_open(path, "mask"))
     if img.mode in ("RGB", "RGBA"):

@@ -1,6 +1,7 @@
-"""Leaving `unetkit annotate` with the labels: the labelled pairs of DIR (DIR/images + DIR/masks) as
-COCO instances (coco.py) or as a unetkit CSV with a recorded split (image,mask,split: the seeded
-70/15/15 split `unetkit train` makes, so `train --data OUT.csv` trains on exactly it)."""
+"""Leaving `unetkit annotate` with the labels: the labelled pairs of DIR (DIR/images + DIR/masks) as COCO
+instances (a JSON naming DIR/images' files), a YOLO, LabelMe or VOC folder (formats/), or as a unetkit
+CSV with a recorded split (image,mask,split: the seeded 70/15/15 split `unetkit train` makes, so
+`train --data OUT.csv` trains on exactly it)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from unetkit.data.coco import to_coco
+from unetkit.data.convert import mask_sample, write_samples
+from unetkit.data.formats.coco import to_coco
+from unetkit.data.imageio import MaskSpec
 from unetkit.data.splits import Pair, pair_folder, split_pairs
 from unetkit.errors import DataError
 
-FORMATS = ("coco", "unetkit")
+FORMATS = ("coco", "unetkit", "yolo", "labelme", "voc")
 
 
 def labelled_pairs(folder: Path) -> list[Pair]:
@@ -53,9 +56,14 @@ def export_labels(folder: Path, fmt: str, out: Path, names: list[str] | None = N
     if fmt not in FORMATS:
         raise DataError(f"--export {fmt}: use {' | '.join(FORMATS)}")
     pairs = labelled_pairs(folder)
+    if fmt in ("yolo", "labelme", "voc"):  # a folder in that tool's layout, images copied
+        classes, binary = mask_classes(pairs, names)
+        spec = MaskSpec("binary", 2) if binary else MaskSpec("index", len(classes))
+        return write_samples([mask_sample(p, spec) for p in pairs], tuple(classes), out, fmt)
     if fmt == "coco":
         classes, binary = mask_classes(pairs, names)
-        coco = to_coco([(p.image, p.mask) for p in pairs], classes, binary)
+        spec = MaskSpec("binary", 2) if binary else MaskSpec("index", len(classes))
+        coco = to_coco([mask_sample(p, spec) for p in pairs], tuple(classes))
         write_atomic(out, json.dumps(coco))
         return f"wrote {out}: {len(coco['images'])} images, {len(coco['annotations'])} annotations, " + (
             "categories " + ", ".join(c["name"] for c in coco["categories"])

@@ -11,30 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from unetkit.config import DataConfig
-from unetkit.data.imageio import IMAGE_EXTENSIONS, DataError
+from unetkit.data.formats.pairs import label_pairs
+from unetkit.data.formats.source import label_mode, label_source
+from unetkit.data.imageio import IMAGE_EXTENSIONS, DataError, MaskSource
+from unetkit.data.records import Pair, Problem
 
 SPLITS = ("train", "val", "test")
-
-
-@dataclass(frozen=True)
-class Pair:
-    image: Path
-    mask: Path | None
-    split: str | None = None
-
-    @property
-    def id(self) -> str:
-        return self.image.stem
-
-
-@dataclass
-class Problem:
-    path: str
-    message: str
-    fix: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message}; fix: {self.fix}"
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -110,6 +92,9 @@ def find_pairs(cfg: DataConfig):
     """All pairs of a dataset with their split if the layout defines one; returns (pairs, problems)."""
     if cfg.csv:
         return read_csv_pairs(Path(cfg.csv))
+    labels = label_source(cfg)
+    if labels is not None:
+        return label_pairs(labels, label_mode(cfg), cfg.overlap), []
     root = Path(cfg.root or "")
     if not root.is_dir():
         raise DataError(f"{root}: data folder not found; give --data DIR with images/ and masks/ inside")
@@ -145,9 +130,9 @@ def split_pairs(pairs: list[Pair], fractions=(0.7, 0.15, 0.15), seed: int = 0) -
     if free:
         total = sum(fractions)
         fractions = tuple(f / total for f in fractions)
-        free = sorted(free, key=lambda p: str(p.image))
-        random.Random(seed).shuffle(free)
-        n = len(free)
+        groups = _by_image(free)
+        random.Random(seed).shuffle(groups)
+        n = len(groups)
         n_val = round(n * fractions[1])
         n_test = round(n * fractions[2])
         if n >= 3 and fractions[1] > 0 and n_val == 0:
@@ -155,12 +140,21 @@ def split_pairs(pairs: list[Pair], fractions=(0.7, 0.15, 0.15), seed: int = 0) -
         n_train = n - n_val - n_test
         if n_train < 1:
             raise DataError(f"only {n} pairs: too few to split {fractions}; add data or change --split")
-        out["train"] += free[:n_train]
-        out["val"] += free[n_train : n_train + n_val]
-        out["test"] += free[n_train + n_val :]
+        for split, part in (("train", groups[:n_train]), ("val", groups[n_train : n_train + n_val]),
+                            ("test", groups[n_train + n_val :])):  # fmt: skip
+            out[split] += [p for g in part for p in g]
     if not out["train"]:
         raise DataError("no training pairs found; check the data folder layout")
     return {s: [Pair(p.image, p.mask, s) for p in ps] for s, ps in out.items()}
+
+
+def _by_image(pairs: list[Pair]) -> list[list[Pair]]:
+    """Pairs grouped by image, in image order: one picture's objects (a label file's instances, a click
+    CSV's masks) go to one split together, never trained on in one and scored in another."""
+    groups: dict[str, list[Pair]] = {}
+    for p in sorted(pairs, key=lambda p: str(p.image)):
+        groups.setdefault(str(p.image), []).append(p)
+    return list(groups.values())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -205,7 +199,9 @@ def record_splits(cfg: DataConfig, splits: dict[str, list[Pair]]) -> SplitRecord
     source = data_source(cfg).resolve()
     base = source.parent if cfg.csv else source
 
-    def rel(p: Path) -> str:
+    def rel(p: Path | MaskSource) -> str:
+        if isinstance(p, MaskSource):  # a label file's entry: the file's path, then #entry
+            return f"{rel(p.path)}#{p.fragment}"
         p = p.resolve()
         try:
             return str(p.relative_to(base))
@@ -288,9 +284,21 @@ def _same_data(record: SplitRecord, cfg: DataConfig, found: list[Pair]) -> tuple
 def load_splits(cfg: DataConfig, record: SplitRecord | None = None) -> dict[str, list[Pair]]:
     """Training's splits: the recorded ones (a resumed run) or a fresh seeded split."""
     if record is not None:
-        return {s: record.pairs(s) for s in SPLITS}
+        live = _live_masks(cfg)
+        return {s: [_live(p, live) for p in record.pairs(s)] for s in SPLITS}
     found, _ = find_pairs(cfg)
     return split_pairs(found, cfg.split, cfg.split_seed)
+
+
+def _live_masks(cfg: DataConfig) -> dict[str, MaskSource]:
+    """A label source's masks by key: what a recorded split's `file#entry` paths stand for."""
+    if label_source(cfg) is None:
+        return {}
+    return {p.mask.key: p.mask for p in find_pairs(cfg)[0]}
+
+
+def _live(p: Pair, live: dict[str, MaskSource]) -> Pair:
+    return Pair(p.image, live.get(str(p.mask.resolve()), p.mask), p.split) if live else p
 
 
 def load_split(cfg: DataConfig, split: str, record: SplitRecord | None = None) -> SplitChoice:
@@ -303,7 +311,8 @@ def load_split(cfg: DataConfig, split: str, record: SplitRecord | None = None) -
         if same:
             chosen = "test" if split == "auto" else split
             names = SPLITS if chosen == "all" else (chosen,)
-            pairs = [p for s in names for p in record.pairs(s, base)]
+            live = _live_masks(cfg)
+            pairs = [_live(p, live) for s in names for p in record.pairs(s, base)]
             choice = SplitChoice(*_drop_missing(pairs, record, found, base, chosen))
             choice.notes = notes + choice.notes
             return choice

@@ -19,7 +19,8 @@ from unetkit.config import DataConfig, EvaluateConfig
 from unetkit.config.io import build
 from unetkit.data.check import check_pairs
 from unetkit.data.datasets import SegmentationDataset
-from unetkit.data.imageio import DataError
+from unetkit.data.formats.source import label_source
+from unetkit.data.imageio import IGNORE, DataError
 from unetkit.data.splits import SplitChoice, SplitRecord, load_split, run_split
 from unetkit.infer import builtin
 from unetkit.infer.predict import Segmenter
@@ -102,6 +103,8 @@ def _data_config(seg: Segmenter, config: EvaluateConfig) -> DataConfig:
     values = {k: v for k, v in saved.items() if k in fields}
     is_csv = str(config.data).lower().endswith(".csv")
     values.update(root=None if is_csv else str(config.data), csv=str(config.data) if is_csv else None)
+    if values.get("labels", "auto") == "auto":  # a label file scored as the model sees it
+        values["labels"] = "instances" if seg.meta.clicks else "binary" if seg.meta.binary else "semantic"
     return build(DataConfig, values)
 
 
@@ -118,6 +121,8 @@ def eval_dataset(seg: Segmenter, config: EvaluateConfig, checkpoint_path: Path):
     if not choice.pairs:
         raise DataError(f"{config.data}: the {choice.split} split is empty; choose another --split")
     spec = seg.meta.mask_spec
+    if label_source(cfg) is not None:  # what LabelMask renders: class indices or 0/1, 255 ignored
+        spec = dataclasses.replace(spec, ignore_value=IGNORE, threshold=0)
     if config.mask_threshold:
         spec = dataclasses.replace(spec, threshold=config.mask_threshold)
     if config.ignore_value is not None:

@@ -51,7 +51,10 @@ def click_task() -> Task:
         return dataclasses.replace(meta, classes=("background", "object"), clicks=clicks)
 
     def binary_loss(config: TrainConfig) -> TrainConfig:
-        """One object against the rest: class balancing of the data's classes does not apply."""
+        """One object against the rest: class balancing of the data's classes does not apply, and a label
+        file's objects are the samples (labels auto -> instances)."""
+        if config.data.labels == "auto":
+            config = dataclasses.replace(config, data=dataclasses.replace(config.data, labels="instances"))
         if config.loss.class_balance != "auto":
             return config
         return dataclasses.replace(config, loss=dataclasses.replace(config.loss, class_balance="none"))

@@ -1,0 +1,189 @@
+"""Shapes to pixels and pixels to shapes: polygons and COCO RLE rasterised with pycocotools (COCO's own
+code, the reference every COCO user's masks come from), and polygons traced back from masks.
+
+Tracing follows pixel edges, so before simplification a traced polygon rasterises back to exactly its
+mask; Douglas-Peucker then drops vertices that stay within `tolerance` pixels of the traced outline
+(default 0.5: a vertex moves less than half a pixel). Holes are kept: each hole's ring is joined to
+the outer ring by a zero-width cut, which COCO's rasteriser (and an even-odd fill) leaves empty, since
+formats such as YOLO and LabelMe have one point list per object and no holes of their own."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+TOLERANCE = 0.5  # pixels: how far a simplified polygon may stray from the traced pixel outline
+
+
+def _coco_mask():
+    import pycocotools.mask as coco_mask  # a core dependency; imported here to keep `import unetkit` quick
+
+    return coco_mask
+
+
+@dataclass(frozen=True)
+class Polygons:
+    """One object as one or more polygons (flat x0, y0, x1, y1, ... in pixels, corner convention);
+    several are unioned, as COCO does."""
+
+    rings: tuple[tuple[float, ...], ...]
+
+    def mask(self, h: int, w: int) -> np.ndarray:
+        cm = _coco_mask()
+        return cm.decode(cm.merge(cm.frPyObjects([list(r) for r in self.rings], h, w))).astype(bool)
+
+    def outside(self, h: int, w: int) -> bool:
+        """Whether a point lies outside the image (the rasteriser clips it)."""
+        a = np.concatenate([np.asarray(r, float) for r in self.rings])
+        return bool((a[0::2] < 0).any() or (a[0::2] > w).any() or (a[1::2] < 0).any() or (a[1::2] > h).any())
+
+
+@dataclass(frozen=True)
+class CocoRle:
+    """COCO RLE: compressed (counts a string) or uncompressed (counts a list)."""
+
+    size: tuple[int, int]  # (h, w)
+    counts: str | tuple[int, ...]
+
+    def mask(self, h: int, w: int) -> np.ndarray:
+        cm = _coco_mask()
+        if isinstance(self.counts, str):
+            rle = {"size": list(self.size), "counts": self.counts.encode()}
+        else:
+            rle = cm.frPyObjects({"size": list(self.size), "counts": list(self.counts)}, *self.size)
+        return cm.decode(rle).astype(bool)
+
+
+def rasterize_many(shapes: list, h: int, w: int) -> np.ndarray:
+    """bool (n, h, w) for polygon shapes of one image in one pycocotools call (the fast path of
+    rasterising a whole file: no per-object Python round trip through numpy)."""
+    cm = _coco_mask()
+    rles = [cm.merge(cm.frPyObjects([list(r) for r in s.rings], h, w)) for s in shapes]
+    return np.moveaxis(cm.decode(rles), -1, 0).astype(bool) if rles else np.zeros((0, h, w), bool)
+
+
+def rle_encode(mask: np.ndarray) -> dict:
+    """A bool (h, w) mask as COCO's compressed RLE dict (counts a str, as COCO JSON holds it)."""
+    rle = _coco_mask().encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode()}
+
+
+# ----------------------------------------------------------------------------------------------
+# Pixels to polygons
+
+
+def trace(mask: np.ndarray, tolerance: float = TOLERANCE) -> list[list[float]]:
+    """Polygons (flat x, y lists along pixel corners) whose union, rasterised, is `mask`: one per
+    8-connected part, each with its holes joined in; vertices simplified within `tolerance`."""
+    loops = _loops(np.asarray(mask, bool))
+    outers = [lp for lp in loops if _signed_area(lp) > 0]
+    holes = [lp for lp in loops if _signed_area(lp) < 0]
+    rings = {i: lp for i, lp in enumerate(outers)}
+    for hole in holes:
+        point = (hole[0] + hole[1]) / 2 + 0.25 * _inward(hole)  # just outside the hole, on the object
+        owners = [i for i, lp in enumerate(outers) if _inside(point, lp)]
+        if owners:
+            owner = min(owners, key=lambda i: _signed_area(outers[i]))  # the innermost
+            rings[owner] = _bridge(rings[owner], hole)
+    out = []
+    for ring in rings.values():
+        simple = simplify(ring, tolerance)
+        if len(simple) >= 3:
+            out.append(simple.astype(float).ravel().tolist())
+    return out
+
+
+def _loops(m: np.ndarray) -> list[np.ndarray]:
+    """Closed rings of pixel corners around the mask's pixels, clockwise on screen (y down) around
+    objects and anticlockwise around holes; diagonal neighbours stay in one ring (8-connected)."""
+    p = np.pad(m, 1)
+    ys, xs = np.nonzero(p)
+    return _follow(p, ys, xs)
+
+
+def _follow(p: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> list[np.ndarray]:
+    sides = (  # (neighbour offset dy, dx), edge start corner, edge end corner (x, y offsets)
+        ((-1, 0), (0, 0), (1, 0)),  # top edge, going right
+        ((0, 1), (1, 0), (1, 1)),  # right edge, going down
+        ((1, 0), (1, 1), (0, 1)),  # bottom edge, going left
+        ((0, -1), (0, 1), (0, 0)),  # left edge, going up
+    )
+    nxt: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for (dy, dx), (sx, sy), (ex, ey) in sides:
+        keep = ~p[ys + dy, xs + dx]
+        for x, y in zip(xs[keep].tolist(), ys[keep].tolist(), strict=True):
+            nxt.setdefault((x + sx, y + sy), []).append((x + ex, y + ey))
+    loops = []
+    while nxt:
+        start = next(iter(nxt))
+        ring, here, heading = [start], start, None
+        while True:
+            outs = nxt[here]
+            if len(outs) == 1 or heading is None:
+                step = outs.pop(0)
+            else:  # a saddle: turn so that diagonal object pixels stay joined (cross product -1)
+                step = next((o for o in outs if heading[0] * (o[1] - here[1]) - heading[1] * (o[0] - here[0]) < 0),
+                            outs[0])  # fmt: skip
+                outs.remove(step)
+            if not outs:
+                del nxt[here]
+            heading, here = (step[0] - here[0], step[1] - here[1]), step
+            if here == start and (start not in nxt):
+                break
+            ring.append(here)
+        loops.append(np.asarray(ring, float) - 1)  # back to image coordinates
+    return loops
+
+
+def _signed_area(ring: np.ndarray) -> float:
+    x, y = ring[:, 0], ring[:, 1]
+    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
+
+
+def _inward(ring: np.ndarray) -> np.ndarray:
+    """A unit step from the ring's first edge into the region it bounds on its right (screen coords)."""
+    d = ring[1] - ring[0]
+    return np.array([-d[1], d[0]]) / max(1e-9, float(np.hypot(*d)))
+
+
+def _inside(point: np.ndarray, ring: np.ndarray) -> bool:
+    """Even-odd point-in-polygon test."""
+    x, y = point
+    x0, y0 = ring[:, 0], ring[:, 1]
+    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+    crosses = (y0 > y) != (y1 > y)
+    xs = x0 + (y - y0) * (x1 - x0) / np.where(y1 == y0, 1, y1 - y0)
+    return bool(np.count_nonzero(crosses & (x < xs)) % 2)
+
+
+def _bridge(outer: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """One ring: the outer ring to its vertex nearest the hole, around the hole, and back."""
+    d = ((outer[:, None, :] - hole[None, :, :]) ** 2).sum(-1)
+    i, j = np.unravel_index(np.argmin(d), d.shape)
+    around = np.concatenate([hole[j:], hole[: j + 1]])
+    return np.concatenate([outer[: i + 1], around, outer[i:]])
+
+
+def simplify(ring: np.ndarray, tolerance: float) -> np.ndarray:
+    """Douglas-Peucker on a closed ring: collinear corners always go; others within `tolerance`."""
+    keep = np.zeros(len(ring), bool)
+    keep[0] = True
+    far = int(np.argmax(((ring - ring[0]) ** 2).sum(1)))
+    keep[far] = True
+    stack = [(0, far), (far, len(ring))]
+    closed = np.concatenate([ring, ring[:1]])
+    while stack:
+        a, b = stack.pop()
+        if b - a < 2:
+            continue
+        seg = closed[a + 1 : b]
+        p, q = closed[a], closed[b]
+        d = q - p
+        n = float(np.hypot(*d))
+        dist = np.abs(d[0] * (seg[:, 1] - p[1]) - d[1] * (seg[:, 0] - p[0])) / n if n else np.hypot(*(seg - p).T)
+        k = int(np.argmax(dist))
+        if dist[k] > max(tolerance, 1e-9):
+            keep[a + 1 + k] = True
+            stack += [(a, a + 1 + k), (a + 1 + k, b)]
+    return ring[keep]
