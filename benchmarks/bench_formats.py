@@ -1,0 +1,63 @@
+"""Rasterising a COCO file: every non-crowd instance of ../shared/data/coco320 (2,643 polygon objects on
+316 photos) drawn as unetkit's COCO reader draws them (one pycocotools call per image for all its
+polygons) against pycocotools' own `COCO.annToMask` loop, one annotation at a time, in the same
+process; reading the JSON is timed apart. Median of 5 rounds.
+
+    python benchmarks/bench_formats.py
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import header, write_section  # noqa: E402
+from unetkit.api import rasterize_many, read_labels  # noqa: E402
+
+COCO320 = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco320" / "annotations.json"
+
+
+def median_seconds(fn, rounds: int = 5) -> float:
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
+
+
+def main() -> None:
+    from pycocotools.coco import COCO
+
+    t = time.perf_counter()
+    labels = read_labels(COCO320)
+    read_s = time.perf_counter() - t
+    ref = COCO(str(COCO320))
+    anns = [a for a in ref.dataset["annotations"] if not a["iscrowd"]]
+
+    def ours():
+        return sum(
+            len(rasterize_many([i.shape for i in it.instances if not i.crowd], *it.size)) for it in labels.images
+        )
+
+    def theirs():
+        return sum(ref.annToMask(a).shape[0] > 0 for a in anns)
+
+    assert ours() == theirs() == len(anns)
+    a, b = median_seconds(ours), median_seconds(theirs)
+    table = (
+        f"{header('python benchmarks/bench_formats.py')}\n"
+        "| what | seconds (median of 5) | objects/s |\n| --- | --- | --- |\n"
+        f"| unetkit: read_labels (parse + index, once) | {read_s:.3f} | |\n"
+        f"| unetkit: rasterize_many per image | {a:.3f} | {len(anns) / a:,.0f} |\n"
+        f"| pycocotools: annToMask per annotation | {b:.3f} | {len(anns) / b:,.0f} |\n\n"
+        f"unetkit / pycocotools speed: {b / a:.2f}x ({len(anns)} objects, {len(labels.images)} images).\n"
+    )
+    print(table)
+    write_section("formats-rasterize", table)
+
+
+if __name__ == "__main__":
+    main()
