@@ -5,7 +5,6 @@ from unetkit.config import EvaluateConfig, TrainConfig, parse_duration
 from unetkit.config.io import merge, resolve, to_dict
 from unetkit.data.check import check_dataset
 from unetkit.data.formats import read_labels
-from unetkit.data.formats.geometry import rasterize_many
 from unetkit.data.imageio import MaskSpec
 from unetkit.data.splits import find_pairs, load_split, split_pairs
 from unetkit.deploy.engines import OnnxRuntimeEngine, OpenVinoEngine, export_int8
@@ -64,7 +63,6 @@ __all__ = [
     "builtin_models",
     "check_dataset",
     "read_labels",
-    "rasterize_many",
     "cpu_has_fast_bf16",
     "cpu_has_vnni",
     "epochs_for_budget",

@@ -256,8 +256,6 @@ def test_tracing_gives_back_the_pixels_holes_and_diagonals_included():
 
 @pytest.mark.parametrize("to", ["coco", "yolo", "labelme", "voc", "unetkit"])
 def test_convert_writes_what_reads_back(tmp_path, to, capsys):
-    from unetkit.data.formats.voc import palette  # noqa: F401 (the voc writer's palette is read above)
-
     src = tmp_path / "src"
     for i in range(3):
         image(src / "images" / f"p{i}.png", value=i * 40)

@@ -163,9 +163,8 @@ def _mask_values(pairs: list[Pair], ignore_value: int | None) -> dict[str, set[i
 
 
 def check_pairs(pairs: list[Pair], cfg: DataConfig, spec: MaskSpec, report: Report | None = None) -> Report:
-    """Read every pair once (header + pixels) and record what is there and what is wrong. A label
-    file's entries were checked when it was read: their images' headers are, their masks are drawn only
-    when a batch needs them (so a large label file starts training at once)."""
+    """Read every pair once (header + pixels) and record what is there and what is wrong. A label file's
+    entries: only their images' headers (the file was checked when read; masks are drawn when needed)."""
     report = report or Report()
     sizes: dict[Path, tuple] = {}
     for p in pairs:
@@ -336,8 +335,9 @@ def class_names(cfg: DataConfig, spec: MaskSpec) -> tuple[str, ...]:
     labels = label_source(cfg)
     if labels is not None and not cfg.classes:
         return label_classes(labels, label_mode(cfg))
-    if listed_classes(cfg) and not cfg.classes and len(listed_classes(cfg)) == spec.num_classes:
-        return listed_classes(cfg)
+    listed = listed_classes(cfg)
+    if listed and not cfg.classes and len(listed) == spec.num_classes:
+        return listed
     if cfg.classes:
         if len(cfg.classes) != spec.num_classes:
             raise DataError(

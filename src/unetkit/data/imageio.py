@@ -112,10 +112,10 @@ class MaskSource:
         return f"{self.path}#{self.fragment}"
 
 
-def file_stamp(path: Path | MaskSource) -> tuple:
-    """What says a file (or a label file's entry) changed: its size and mtime."""
+def file_stamp(path: Path | MaskSource) -> tuple[int, int]:
+    """What says a file (for a label file's entry: the label file) changed: its size and mtime."""
     s = (path.path if isinstance(path, MaskSource) else path).stat()
-    return (s.st_size, s.st_mtime_ns, path.fragment if isinstance(path, MaskSource) else "")
+    return s.st_size, s.st_mtime_ns
 
 
 def read_mask_raw(path: str | Path | MaskSource) -> np.ndarray:

@@ -56,14 +56,14 @@ def export_labels(folder: Path, fmt: str, out: Path, names: list[str] | None = N
     if fmt not in FORMATS:
         raise DataError(f"--export {fmt}: use {' | '.join(FORMATS)}")
     pairs = labelled_pairs(folder)
+    if fmt != "unetkit":
+        classes, binary = mask_classes(pairs, names)
+        spec = MaskSpec("binary", 2) if binary else MaskSpec("index", len(classes))
+        samples = [mask_sample(p, spec) for p in pairs]
     if fmt in ("yolo", "labelme", "voc"):  # a folder in that tool's layout, images copied
-        classes, binary = mask_classes(pairs, names)
-        spec = MaskSpec("binary", 2) if binary else MaskSpec("index", len(classes))
-        return write_samples([mask_sample(p, spec) for p in pairs], tuple(classes), out, fmt)
+        return write_samples(samples, tuple(classes), out, fmt)
     if fmt == "coco":
-        classes, binary = mask_classes(pairs, names)
-        spec = MaskSpec("binary", 2) if binary else MaskSpec("index", len(classes))
-        coco = to_coco([mask_sample(p, spec) for p in pairs], tuple(classes))
+        coco = to_coco(samples, tuple(classes))
         write_atomic(out, json.dumps(coco))
         return f"wrote {out}: {len(coco['images'])} images, {len(coco['annotations'])} annotations, " + (
             "categories " + ", ".join(c["name"] for c in coco["categories"])

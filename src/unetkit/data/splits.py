@@ -284,17 +284,15 @@ def _same_data(record: SplitRecord, cfg: DataConfig, found: list[Pair]) -> tuple
 def load_splits(cfg: DataConfig, record: SplitRecord | None = None) -> dict[str, list[Pair]]:
     """Training's splits: the recorded ones (a resumed run) or a fresh seeded split."""
     if record is not None:
-        live = _live_masks(cfg)
+        live = _live_masks(find_pairs(cfg)[0]) if label_source(cfg) is not None else {}
         return {s: [_live(p, live) for p in record.pairs(s)] for s in SPLITS}
     found, _ = find_pairs(cfg)
     return split_pairs(found, cfg.split, cfg.split_seed)
 
 
-def _live_masks(cfg: DataConfig) -> dict[str, MaskSource]:
+def _live_masks(found: list[Pair]) -> dict[str, MaskSource]:
     """A label source's masks by key: what a recorded split's `file#entry` paths stand for."""
-    if label_source(cfg) is None:
-        return {}
-    return {p.mask.key: p.mask for p in find_pairs(cfg)[0]}
+    return {p.mask.key: p.mask for p in found if isinstance(p.mask, MaskSource)}
 
 
 def _live(p: Pair, live: dict[str, MaskSource]) -> Pair:
@@ -311,7 +309,7 @@ def load_split(cfg: DataConfig, split: str, record: SplitRecord | None = None) -
         if same:
             chosen = "test" if split == "auto" else split
             names = SPLITS if chosen == "all" else (chosen,)
-            live = _live_masks(cfg)
+            live = _live_masks(found)
             pairs = [_live(p, live) for s in names for p in record.pairs(s, base)]
             choice = SplitChoice(*_drop_missing(pairs, record, found, base, chosen))
             choice.notes = notes + choice.notes

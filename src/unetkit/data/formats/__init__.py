@@ -51,13 +51,9 @@ def parse(path: Path, kind: str):
 
             return ElementTree.parse(path).getroot()
         if kind == "yaml":
-            import yaml
-
-            return yaml.safe_load(path.read_text(encoding="utf-8"))
+            return yolo.load_yaml(path)
     except (ValueError, SyntaxError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: not valid {kind.upper()} ({e}); re-export the file") from None
-    except ImportError:  # PyYAML is a dependency; said plainly where an environment lacks it
-        raise DataError(f"{path}: reading YAML needs PyYAML; pip install pyyaml") from None
     return None
 
 

@@ -55,14 +55,6 @@ class CocoRle:
         return cm.decode(rle).astype(bool)
 
 
-def rasterize_many(shapes: list, h: int, w: int) -> np.ndarray:
-    """bool (n, h, w) for polygon shapes of one image in one pycocotools call (the fast path of
-    rasterising a whole file: no per-object Python round trip through numpy)."""
-    cm = _coco_mask()
-    rles = [cm.merge(cm.frPyObjects([list(r) for r in s.rings], h, w)) for s in shapes]
-    return np.moveaxis(cm.decode(rles), -1, 0).astype(bool) if rles else np.zeros((0, h, w), bool)
-
-
 def rle_encode(mask: np.ndarray) -> dict:
     """A bool (h, w) mask as COCO's compressed RLE dict (counts a str, as COCO JSON holds it)."""
     rle = _coco_mask().encode(np.asfortranarray(mask.astype(np.uint8)))
@@ -99,10 +91,6 @@ def _loops(m: np.ndarray) -> list[np.ndarray]:
     objects and anticlockwise around holes; diagonal neighbours stay in one ring (8-connected)."""
     p = np.pad(m, 1)
     ys, xs = np.nonzero(p)
-    return _follow(p, ys, xs)
-
-
-def _follow(p: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> list[np.ndarray]:
     sides = (  # (neighbour offset dy, dx), edge start corner, edge end corner (x, y offsets)
         ((-1, 0), (0, 0), (1, 0)),  # top edge, going right
         ((0, 1), (1, 0), (1, 1)),  # right edge, going down

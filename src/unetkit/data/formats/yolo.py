@@ -38,7 +38,7 @@ def _names(doc: dict, where: Path) -> list[str]:
 
 def read(path: Path, doc, images: Path | None = None, annotator: str = "latest") -> LabelSet:
     if path.is_dir() and (path / "data.yaml").is_file():
-        path, doc = path / "data.yaml", _yaml(path / "data.yaml")
+        path, doc = path / "data.yaml", load_yaml(path / "data.yaml")
     if path.is_dir():
         listed = path / "classes.txt"
         names = [n.strip() for n in listed.read_text().splitlines() if n.strip()] if listed.is_file() else None
@@ -63,7 +63,7 @@ def read(path: Path, doc, images: Path | None = None, annotator: str = "latest")
     return LabelSet(NAME, path, ("background", *names), items, {i: i + 1 for i in range(len(names))})
 
 
-def _yaml(path: Path) -> dict:
+def load_yaml(path: Path) -> dict:
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
