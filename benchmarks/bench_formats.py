@@ -1,7 +1,7 @@
 """Rasterising a COCO file: every non-crowd instance of ../shared/data/coco320 (2,643 polygon objects on
 316 photos) drawn as unetkit's mask rule draws them (each object's shape.mask, pycocotools' polygon
 rasteriser under it) against pycocotools' own `COCO.annToMask` loop, one annotation at a time, in the
-same process; reading the JSON is timed apart. Median of 5 rounds.
+same process; reading the JSON is timed apart. Median of 7 rounds, the two taking turns.
 
     python benchmarks/bench_formats.py
 """
@@ -19,13 +19,16 @@ from unetkit.api import read_labels  # noqa: E402
 COCO320 = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco320" / "annotations.json"
 
 
-def median_seconds(fn, rounds: int = 5) -> float:
-    times = []
+def median_seconds(fns: dict, rounds: int = 5) -> dict[str, float]:
+    """Each function's median over `rounds`, the functions taking turns within a round (a slow spell of
+    the shared machine slows both alike)."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(rounds):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2]
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    return {name: sorted(ts)[len(ts) // 2] for name, ts in times.items()}
 
 
 def main() -> None:
@@ -44,10 +47,11 @@ def main() -> None:
         return sum(ref.annToMask(a).shape[0] > 0 for a in anns)
 
     assert ours() == theirs() == len(anns)
-    a, b = median_seconds(ours), median_seconds(theirs)
+    timed = median_seconds({"ours": ours, "theirs": theirs}, rounds=7)
+    a, b = timed["ours"], timed["theirs"]
     table = (
         f"{header('python benchmarks/bench_formats.py')}\n"
-        "| what | seconds (median of 5) | objects/s |\n| --- | --- | --- |\n"
+        "| what | seconds (median of 7) | objects/s |\n| --- | --- | --- |\n"
         f"| unetkit: read_labels (parse + index, once) | {read_s:.3f} | |\n"
         f"| unetkit: each object's shape.mask | {a:.3f} | {len(anns) / a:,.0f} |\n"
         f"| pycocotools: annToMask per annotation | {b:.3f} | {len(anns) / b:,.0f} |\n\n"

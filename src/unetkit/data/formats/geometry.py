@@ -31,7 +31,8 @@ class Polygons:
 
     def mask(self, h: int, w: int) -> np.ndarray:
         cm = _coco_mask()
-        return cm.decode(cm.merge(cm.frPyObjects([list(r) for r in self.rings], h, w))).astype(bool)
+        rles = cm.frPyObjects([list(r) for r in self.rings], h, w)
+        return cm.decode(rles[0] if len(rles) == 1 else cm.merge(rles)).view(bool)  # 0/1 bytes: no copy
 
     def outside(self, h: int, w: int) -> bool:
         """Whether a point lies outside the image (the rasteriser clips it)."""
@@ -52,7 +53,7 @@ class CocoRle:
             rle = {"size": list(self.size), "counts": self.counts.encode()}
         else:
             rle = cm.frPyObjects({"size": list(self.size), "counts": list(self.counts)}, *self.size)
-        return cm.decode(rle).astype(bool)
+        return cm.decode(rle).view(bool)
 
 
 def rle_encode(mask: np.ndarray) -> dict:
