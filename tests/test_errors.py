@@ -2,6 +2,7 @@
 and the fix, exit code 2, and no traceback or warning."""
 
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -30,6 +31,7 @@ def files(trained_run, tmp_path_factory):
     d = tmp_path_factory.mktemp("bad")
     (d / "text.pt").write_bytes(b"this is not a checkpoint")
     torch.save({"format_version": 1, "model_config": Evil(d / "pwned")}, d / "evil.pt")
+    (d / "legacy.pt").write_bytes(pickle.dumps(Evil(d / "pwned"), protocol=4))  # a plain pickle, not torch's zip
     payload = checkpoint.load(trained_run.best_checkpoint)
     checkpoint.save({k: v for k, v in payload.items() if k != "classes"}, d / "nometa.pt")
     checkpoint.save({**payload, "model_config": {**payload["model_config"], "widths": [8, 16]}}, d / "other.pt")
@@ -66,6 +68,10 @@ def cases(d, ckpt, data):
     yield (
         ["evaluate", f"{d}/evil.pt", "--data", data],
         "evil.pt: refused: the file asks to run Python code (posix.system)",
+    )
+    yield (
+        ["evaluate", f"{d}/legacy.pt", "--data", data],
+        "legacy.pt: refused: the file asks to run Python code (posix.system)",
     )
     yield ["evaluate", f"{d}/nometa.pt", "--data", data], "nometa.pt: checkpoint lacks the metadata key 'classes'"
     yield ["evaluate", ckpt, "--data", data, "--split", "weird"], "split: use auto|train|val|test|all"

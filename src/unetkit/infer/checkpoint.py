@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickletools
 import re
 import tempfile
 import warnings
@@ -178,15 +179,36 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     return payload
 
 
+def _pickled_global(path: Path) -> str | None:
+    """The first function or class a plain (non-zip) pickle would import, read with pickletools (which
+    runs nothing): what torch's weights-only loader leaves unnamed when it stops at a protocol-4 frame."""
+    strings: list[str] = []
+    try:
+        with open(path, "rb") as f:
+            for op, arg, _ in pickletools.genops(f):
+                if op.name == "GLOBAL":
+                    return str(arg).replace(" ", ".")
+                if op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    return f"{strings[-2]}.{strings[-1]}"
+                if isinstance(arg, str):
+                    strings.append(arg)
+    except Exception:  # not a pickle, or a damaged one: nothing to name
+        return None
+    return None
+
+
 def _unreadable(path: Path, e: Exception) -> str:
     blocked = re.search(r"GLOBAL ([\w.]+)", str(e))
-    if blocked:
+    name = blocked.group(1) if blocked else _pickled_global(path)
+    if name:
         return (
-            f"{path}: refused: the file asks to run Python code ({blocked.group(1)}), which a unetkit checkpoint "
+            f"{path}: refused: the file asks to run Python code ({name}), which a unetkit checkpoint "
             "never holds; it is not a unetkit checkpoint, and nothing from it was run"
         )
     text = str(e).strip()
     first = text.splitlines()[0][:160] if text else type(e).__name__
+    if first.startswith("Weights only load failed"):  # torch's long advice to load it unsafely: not ours to give
+        first = "pickled objects that a weights-only load does not read"
     return (
         f"{path}: not a readable unetkit checkpoint ({first}); it may be truncated or from another "
         "program: use a checkpoints/best.pt or last.pt written by `unetkit train`"
