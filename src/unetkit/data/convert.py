@@ -21,7 +21,7 @@ from unetkit.data.formats import WRITERS
 from unetkit.data.formats.geometry import TOLERANCE
 from unetkit.data.formats.labelset import image_size
 from unetkit.data.formats.source import label_mode, label_source
-from unetkit.data.imageio import IGNORE, DataError, read_mask_raw
+from unetkit.data.imageio import IGNORE, DataError, read_mask
 from unetkit.data.splits import SPLITS
 
 TARGETS = ("unetkit", *WRITERS)
@@ -70,7 +70,7 @@ def samples_of(cfg: DataConfig) -> tuple[list[Sample], tuple[str, ...]]:
 
 def mask_sample(p, spec, split: str | None = None) -> Sample:
     """A pair with a mask file as a sample: each connected part of each class one object."""
-    mask = spec.encode(read_mask_raw(p.mask), p.mask)
+    mask = read_mask(p.mask, spec)
     ignore = mask == IGNORE
     return Sample(p.image, p.image.name, mask.shape, list(components(mask, spec.num_classes)),
                   ignore if ignore.any() else None, split)  # fmt: skip

@@ -20,7 +20,7 @@ from unetkit.data.imageio import (
     MaskSpec,
     file_stamp,
     read_image,
-    read_mask_raw,
+    read_mask,
     resize_image,
     resize_mask,
 )
@@ -191,13 +191,13 @@ class SegmentationDataset(torch.utils.data.Dataset):
     def load(self, i: int) -> Sample:
         p = self.pairs[i]
         image = read_image(p.image, self.in_channels)
-        raw = read_mask_raw(p.mask)
+        raw = read_mask(p.mask, self.spec)
         if raw.shape[:2] != tuple(image.shape[-2:]):
             raise DataError(
                 f"{p.mask}: mask is {raw.shape[1]}x{raw.shape[0]} but its image is "
                 f"{image.shape[2]}x{image.shape[1]}; resize the mask (nearest) or fix the pairing"
             )
-        mask = torch.from_numpy(self.spec.encode(raw, p.mask))
+        mask = torch.from_numpy(raw)
         if self.size:
             image, mask = resize_image(image, self.size), resize_mask(mask, self.size)
         return image.to(self.dtype), mask

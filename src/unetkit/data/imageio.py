@@ -142,6 +142,15 @@ def read_mask_raw(path: str | Path | MaskSource) -> np.ndarray:
     return np.asarray(img).astype(np.int64 if img.mode.startswith("I") else np.uint8)
 
 
+def read_mask(path: str | Path | MaskSource, spec: MaskSpec) -> np.ndarray:
+    """uint8 (H, W) class indices with IGNORE: a mask file's values through `spec`; a label file's entry
+    as rendered, which is class indices already (so one dataset may mix mask files and label entries:
+    a CSV listing DUTS masks and COCO instances)."""
+    if isinstance(path, MaskSource):
+        return path.read().astype(np.uint8, copy=False)
+    return spec.encode(read_mask_raw(path), path)
+
+
 @dataclass(frozen=True)
 class MaskSpec:
     """How raw mask values map to class indices. Resolved once per dataset, saved with the model."""

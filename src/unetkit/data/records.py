@@ -8,6 +8,8 @@ from pathlib import Path
 
 from unetkit.data.imageio import MaskSource
 
+SPLITS = ("train", "val", "test")
+
 
 @dataclass(frozen=True)
 class Pair:

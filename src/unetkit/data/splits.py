@@ -3,7 +3,6 @@ with is recorded (resolved paths and a hash) so evaluation scores exactly that r
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import random
@@ -11,12 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from unetkit.config import DataConfig
+from unetkit.data.csv_pairs import read_csv_pairs
 from unetkit.data.formats.pairs import label_pairs
 from unetkit.data.formats.source import label_mode, label_source
 from unetkit.data.imageio import IMAGE_EXTENSIONS, DataError, MaskSource
-from unetkit.data.records import Pair, Problem
-
-SPLITS = ("train", "val", "test")
+from unetkit.data.records import SPLITS, Pair, Problem
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -56,31 +54,6 @@ def pair_folder(images_dir: Path, masks_dir: Path, mask_suffix: str = "", split:
             pairs.append(Pair(img, mask, split))
     for stem, m in sorted(masks.items()):
         problems.append(Problem(str(m), f"mask has no image {stem!r}", f"add the image to {images_dir} or remove it"))
-    return pairs, problems
-
-
-def read_csv_pairs(path: Path):
-    """CSV with header image,mask[,split]; relative paths are relative to the CSV's folder."""
-    if not path.is_file():
-        raise DataError(f"{path}: CSV file not found")
-    pairs, problems = [], []
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        cols = set(reader.fieldnames or [])
-        if not {"image", "mask"} <= cols:
-            raise DataError(f"{path}: CSV needs a header with columns image,mask[,split]; found {sorted(cols)}")
-        for i, row in enumerate(reader, start=2):
-            split = (row.get("split") or "").strip() or None
-            if split is not None and split not in SPLITS:
-                problems.append(Problem(f"{path}:{i}", f"unknown split {split!r}", "use train, val or test"))
-                continue
-            img, mask = (path.parent / row["image"].strip()), (path.parent / row["mask"].strip())
-            if not img.is_file():
-                problems.append(Problem(str(img), "image file missing", f"fix line {i} of {path.name}"))
-            elif not mask.is_file():
-                problems.append(Problem(str(mask), "mask file missing", f"fix line {i} of {path.name}"))
-            else:
-                pairs.append(Pair(img, mask, split))
     return pairs, problems
 
 
@@ -284,7 +257,7 @@ def _same_data(record: SplitRecord, cfg: DataConfig, found: list[Pair]) -> tuple
 def load_splits(cfg: DataConfig, record: SplitRecord | None = None) -> dict[str, list[Pair]]:
     """Training's splits: the recorded ones (a resumed run) or a fresh seeded split."""
     if record is not None:
-        live = _live_masks(find_pairs(cfg)[0]) if label_source(cfg) is not None else {}
+        live = _live_masks(find_pairs(cfg)[0])
         return {s: [_live(p, live) for p in record.pairs(s)] for s in SPLITS}
     found, _ = find_pairs(cfg)
     return split_pairs(found, cfg.split, cfg.split_seed)
