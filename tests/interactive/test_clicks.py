@@ -133,6 +133,7 @@ def test_zoom_in_session_predicts_on_the_box_from_the_second_click():
 
     class Recorder:
         threshold = 0.49
+        first_zoom = 0.0
 
         def __init__(self):
             self.boxes = []

@@ -24,13 +24,12 @@ from fastapi.testclient import TestClient  # noqa: E402
 from unetkit.infer.predict import Segmenter  # noqa: E402
 from unetkit.serve.annotate import LearnSpec, annotate_routes, scan  # noqa: E402
 from unetkit.serve.app import create_app  # noqa: E402
+from unetkit.serve.heldout import latest, pick, pictures  # noqa: E402
 from unetkit.serve.learning import (  # noqa: E402
     LearnConfig,
     better_or_equal,
     load_state,
     model_path,
-    pick,
-    pictures,
 )
 
 
@@ -91,6 +90,25 @@ def test_where_most_masks_never_reach_090_the_mean_iou_decides():
     assert new["iou"] > old["iou"] and better_or_equal(new, old) and not better_or_equal(old, new)
     reached = {**old, "failed": 0.25}  # the same numbers where most reached 0.90: one more click loses
     assert not better_or_equal({**new, "failed": 0.25}, reached)
+
+
+def test_latest_holds_out_the_newest_pictures_whole(tmp_path):
+    """Issue 45 item 6: a candidate is scored on the most recently accepted masks (by their files' times),
+    a share of them within the bounds, a picture's copies together."""
+    masks = []
+    for i in range(30):
+        m = tmp_path / f"img{i:02d}.png"
+        m.write_bytes(b"x")
+        os.utime(m, ns=(10**9 * i, 10**9 * i))  # accepted in order 0..29
+        masks.append(m)
+    groups = {m.stem: [m.stem] for m in masks}
+    assert latest(groups, masks, 0.2, 3, 12) == {f"img{i}" for i in range(24, 30)}  # 20% of 30, the newest
+    first5 = {m.stem: [m.stem] for m in masks[:5]}
+    assert latest(first5, masks[:5], 0.2, 3, 12) == {"img02", "img03", "img04"}  # the minimum
+    assert len(latest(groups, masks, 0.9, 3, 12)) == 12  # the cap
+    copies = {"img00": ["img00", "img29"], **{m.stem: [m.stem] for m in masks[1:29]}}  # img29 = img00's picture
+    held = latest(copies, masks, 0.1, 3, 12)
+    assert {"img00", "img29"} <= held and len(held) == 3  # the newest picture came with both its copies
 
 
 def test_the_held_out_set_is_capped_and_stays_a_prefix_of_the_hash_order():

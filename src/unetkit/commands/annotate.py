@@ -41,6 +41,9 @@ def add_parser(sub) -> None:
                    help=f"retrain after this many newly accepted masks (default: {d.every})")  # fmt: skip
     p.add_argument("--retrain-minutes", type=positive(float), default=d.minutes,
                    help=f"training time bound of one retrain (default: {d.minutes:g})")  # fmt: skip
+    p.add_argument("--retrain-heldout", choices=("latest", "hash"), default=d.heldout,
+                   help="which accepted masks score a retrained model: the latest ones (default), or a stable "
+                        "share by name")  # fmt: skip
     p.add_argument("--retrain-threads", type=positive(int), default=d.threads,
                    help=f"compute threads of a retrain, at nice 10 (default: every core, {d.threads})")  # fmt: skip
 
@@ -87,7 +90,11 @@ def run(args: argparse.Namespace) -> int:
 
     folder = Path(args.folder)
     config = LearnConfig(
-        every=args.retrain_every, minutes=args.retrain_minutes, threads=args.retrain_threads, zoom_in=args.zoom_in
+        every=args.retrain_every,
+        minutes=args.retrain_minutes,
+        threads=args.retrain_threads,
+        zoom_in=args.zoom_in,
+        heldout=args.retrain_heldout,
     )
     learn = LearnSpec(folder, args.model, config, args.engine, args.device) if args.learn else None
     state = load_state(folder, args.model)

@@ -53,9 +53,15 @@ class EvaluateConfig(InferenceOptions):
     view_size: int | None = opt(
         None, "with --clicks, crop-mode models: longer side the image is scaled to; none = the checkpoint's"
     )
+    first_zoom: float | None = opt(
+        None,
+        "with --clicks: after the 1st click, re-predict objects smaller than this share zoomed in; none = "
+        "the checkpoint's, 0 = off",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        require(self.first_zoom is None or 0 <= self.first_zoom <= 1, "first_zoom", "use a share in [0, 1]")
         require(0 <= self.clicks <= 100, "clicks", "must be 0..100")
         vs = self.view_size
         require(vs is None or vs == 0 or 32 <= vs <= 4096, "view_size", "use 0 (own size) or 32..4096 px")

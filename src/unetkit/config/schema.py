@@ -8,24 +8,11 @@ their --help are generated (io.py). Precedence: dataclass defaults < preset < co
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
+from unetkit.config.clicks import ClickConfig
+from unetkit.config.fields import opt, require, section
 from unetkit.errors import ConfigError
-
-
-def opt(default: Any, help: str) -> Any:
-    """A dataclass field with its help text (shown by `--help`)."""
-    return field(default=default, metadata={"help": help})
-
-
-def section(cls: type, help: str) -> Any:
-    return field(default_factory=cls, metadata={"help": help})
-
-
-def require(cond: bool, key: str, msg: str) -> None:
-    if not cond:
-        raise ConfigError(f"{key}: {msg}")
 
 
 def parse_duration(text: str) -> float:
@@ -248,39 +235,6 @@ DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"
 def check_runtime(device: str, precision: str) -> None:
     require(precision in PRECISIONS, "precision", "use auto|fp32|bf16|fp16")
     require(re.fullmatch(DEVICE_PATTERN, device) is not None, "device", "use auto|cpu|cuda|cuda:N")
-
-
-@dataclass(frozen=True)
-class ClickConfig:
-    """Click-guided (interactive) training: the image plus positive/negative click disks and the previous
-    mask as three more input channels, trained on simulated clicks (RITM's scheme)."""
-
-    interactive: bool = opt(False, "train a click-guided model: each sample is one object, with simulated clicks")
-    click_radius: int = opt(5, "click disk radius in pixels at the network's input resolution")
-    click_iters: int = opt(3, "most corrective clicks per sample, placed on the model's own errors")
-    auto_share: float = opt(0.1, "share of samples with no clicks (the automatic prediction)")
-    zoom_share: float = opt(0.5, "share of samples cropped around their object at a random scale")
-    whole_share: float = opt(0.5, "share of samples whose object is all foreground (else one region)")
-    object_crops: float = opt(
-        0.9,
-        "crop mode: share of training crops placed so they hold an object pixel (a uniform crop of an image "
-        "with one small labelled object usually misses it, and then teaches only 'nothing here')",
-    )
-    prev_mask: bool = opt(True, "feed the previous prediction back as an input channel")
-    val_clicks: int = opt(3, "clicks simulated per validation image (score: mean IoU over them)")
-    view_size: int = opt(
-        0,
-        "crop-mode models: the longer side, in px, the image (or zoom box) is scaled to when predicting, aspect "
-        "kept; 0 = the image at its own size, a zoom box at the training size (recorded in the checkpoint)",
-    )
-
-    def __post_init__(self) -> None:
-        require(self.click_radius >= 1, "click_radius", "must be >= 1")
-        require(0 <= self.click_iters <= 20, "click_iters", "must be 0..20")
-        for name in ("auto_share", "zoom_share", "whole_share", "object_crops"):
-            require(0 <= getattr(self, name) <= 1, name, "must be in [0, 1]")
-        require(1 <= self.val_clicks <= 20, "val_clicks", "must be 1..20")
-        require(self.view_size == 0 or 32 <= self.view_size <= 4096, "view_size", "use 0 or 32..4096 px")
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,12 @@ def click_metadata(meta: ModelMeta, variant: str) -> dict[str, str]:
     if meta.resize == "crop" and meta.click_view_size:
         net = f"H x W scaled so the longer side is {meta.click_view_size}"
     out = {"clicks": json.dumps(meta.clicks), "pred_threshold": json.dumps(meta.click_threshold)}
+    if meta.click_first_zoom:  # the step around the graph that unetkit's own callers take (predictor.first_box)
+        out["first_zoom"] = (
+            f"after the 1st click, if the mask's box has a longer side below {meta.click_first_zoom:g} of the image's, "
+            "run again on the box around it and the click (x1.4, at least 200 px a side, inside the image), "
+            "the first probabilities as prev_mask"
+        )
     if variant == "raw":
         out["inputs"] = "input: float32 (N, C+3, H, W): normalised image, positive disks, negative disks, prev probs"
     else:

@@ -52,7 +52,8 @@ class ModelMeta:
     versions: dict = field(default_factory=versions)
     train_config: dict = field(default_factory=dict)  # the resolved TrainConfig, as a dict
     split: dict | None = None  # data.SplitRecord.to_dict() of the run
-    clicks: dict | None = None  # click models: {"radius": px, "threshold": p[, "view_size": px]}; 3 more channels
+    # click models: {"radius": px, "threshold": p[, "view_size": px, "first_zoom": share]}; 3 more channels
+    clicks: dict | None = None
 
     @property
     def interactive(self) -> bool:
@@ -74,6 +75,12 @@ class ModelMeta:
         """Crop-mode click models: the longer side the image or zoom box is scaled to; 0 (older
         checkpoints): the whole image at its own size, a zoom box at the training size."""
         return int((self.clicks or {}).get("view_size", 0))
+
+    @property
+    def click_first_zoom(self) -> float:
+        """Click models: after the 1st click, an object smaller than this share of the image's longer side
+        is predicted again in a box around it (predictor.first_box); 0 (older checkpoints): never."""
+        return float((self.clicks or {}).get("first_zoom", 0.0))
 
     @property
     def binary(self) -> bool:

@@ -68,7 +68,7 @@ def evaluate_clicks(config: EvaluateConfig, progress: bool = True, seg: Segmente
     it (deploy.engines.load for other engines); None loads it in PyTorch."""
     path = Path(config.checkpoint)
     seg = seg or Segmenter.load(path, config.device, config.precision, config.engine)
-    predictor = ClickPredictor(seg, config.view_size)
+    predictor = ClickPredictor(seg, config.view_size, config.first_zoom)
     dataset, choice = eval_dataset(seg, config, path)
     rows, t0 = [], time.perf_counter()
     for i in tqdm(range(len(dataset)), desc=f"clicks {choice.split}", disable=not progress, unit="img"):
@@ -85,6 +85,7 @@ def evaluate_clicks(config: EvaluateConfig, progress: bool = True, seg: Segmente
         "notes": choice.notes,
         "zoom_in": config.zoom_in,
         "view_size": predictor.view_size,
+        "first_zoom": predictor.first_zoom,
         "engine": seg.engine,
         **summarize(np.stack([r["ious"] for r in rows]), config.clicks),
         "seconds_per_click": seconds / max(1, len(rows) * config.clicks),

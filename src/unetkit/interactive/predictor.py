@@ -26,13 +26,14 @@ ZOOM_MIN_SIZE = 200
 class ClickPredictor:
     """A click model (a Segmenter whose checkpoint records clicks) ready for clicks."""
 
-    def __init__(self, seg, view_size: int | None = None) -> None:
+    def __init__(self, seg, view_size: int | None = None, first_zoom: float | None = None) -> None:
         if not seg.meta.interactive:
             raise ConfigError("this checkpoint is not a click model; train one with `unetkit train --interactive`")
         self.seg = seg
         self.radius = float(seg.meta.clicks.get("radius", RADIUS))
         self.threshold = seg.meta.click_threshold
         self.view_size = seg.meta.click_view_size if view_size is None else view_size
+        self.first_zoom = seg.meta.click_first_zoom if first_zoom is None else first_zoom
         self._view: tuple | None = None  # (image, box, size, normalised view): the last one, reused per click
 
     def net_size(self, box: tuple[int, int, int, int], whole: bool) -> tuple[int, int]:
@@ -118,6 +119,35 @@ def next_box(box, probs: np.ndarray, clicks: list[Click], threshold: float) -> t
     return zoom_box(foreground(probs, threshold), clicks)
 
 
+def first_box(probs: np.ndarray, clicks: list[Click], threshold: float, share: float):
+    """After the 1st click: when the object found is small in the image (its box's longer side below
+    `share` of the image's), the zoom box around it (zoom_box: x1.4, at least 200 px), where the network
+    sees it larger; None otherwise. A 400-pixel car in a 480x360 street scene is a 13-pixel blob in a
+    320-pixel view of the whole image and 32 pixels in the box's."""
+    if share <= 0 or len(clicks) != 1:
+        return None
+    mask = foreground(probs, threshold)
+    ys, xs = np.nonzero(mask)
+    extent = max(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1) if len(ys) else 0
+    if extent >= share * max(mask.shape):
+        return None
+    return zoom_box(mask, clicks)
+
+
+def predict_click(predictor: ClickPredictor, image: torch.Tensor, clicks: list[Click], prev, prev_box, zoom: bool):
+    """One click's prediction, the same for evaluate, serve and annotate: (probability map, the box it
+    was predicted in or None). RITM's zoom-in (`zoom`) from the 2nd click; the model's first-click zoom
+    (its checkpoint's first_zoom) after the 1st, with the whole image's prediction as the previous mask."""
+    h, w = image.shape[-2:]
+    box = next_box(prev_box, prev if prev is not None else np.zeros((h, w), np.float32), clicks,
+                   predictor.threshold) if zoom else None  # fmt: skip
+    probs = predictor.probs(image, clicks, prev, box)
+    small = first_box(probs, clicks, predictor.threshold, predictor.first_zoom) if box is None else None
+    if small is not None:
+        return predictor.probs(image, clicks, probs, small), small
+    return probs, box
+
+
 @dataclass
 class ClickSession:
     """The clicks on one image and the mask they give; each click re-predicts from the previous mask."""
@@ -135,9 +165,9 @@ class ClickSession:
     def add(self, click: Click) -> np.ndarray:
         self.history.append(self.probs)
         self.clicks.append(click)
-        if self.zoom_in:
-            self.box = next_box(self.box, self.probs, self.clicks, self.predictor.threshold)
-        self.probs = self.predictor.probs(self.image, self.clicks, self.probs, self.box)
+        self.probs, self.box = predict_click(
+            self.predictor, self.image, self.clicks, self.probs, self.box, self.zoom_in
+        )
         return self.probs
 
     def undo(self) -> np.ndarray:

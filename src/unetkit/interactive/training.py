@@ -19,6 +19,7 @@ from unetkit.data.imageio import IGNORE
 from unetkit.data.transforms import augment, normalize
 from unetkit.infer.inference import decode, foreground
 from unetkit.interactive.clicks import Click, View, click_maps, sample_click
+from unetkit.interactive.composites import paste_objects
 from unetkit.interactive.evaluate import object_and_ignore, simulate
 from unetkit.interactive.predictor import ClickPredictor
 from unetkit.runtime import Runtime
@@ -140,6 +141,7 @@ def click_batch_fn(config: TrainConfig, rt: Runtime, mean, std):
     def prepare(images: torch.Tensor, masks: torch.Tensor, seed: int, model=None):
         g, rng = torch.Generator().manual_seed(seed), np.random.default_rng(seed)
         images, masks = augment(images.float(), masks.long(), config.augment, g)
+        images, masks = paste_objects(images, masks, rng, cc.composites, cc.composite_objects)
         samples = [make_sample(im, m, rng, cc) for im, m in zip(images, masks, strict=True)]
         x_img = normalize(torch.stack([s[0] for s in samples]).to(rt.device), mean, std)
         targets = torch.stack([s[1] for s in samples])

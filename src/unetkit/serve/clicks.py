@@ -26,7 +26,7 @@ from PIL import Image
 
 from unetkit.infer.inference import foreground
 from unetkit.interactive.clicks import Click
-from unetkit.interactive.predictor import ClickPredictor, next_box
+from unetkit.interactive.predictor import ClickPredictor, predict_click
 from unetkit.serve.http import Limits, UploadError, busy, gated, mask_png, read_sized_png, read_upload
 
 MAX_CLICKS = 100
@@ -140,13 +140,9 @@ def png_b64(array: np.ndarray) -> str:
 def segment(
     predictor: ClickPredictor, image: torch.Tensor, clicks: list[Click], prev: np.ndarray | None, prev_box, zoom: bool
 ) -> tuple[np.ndarray, Box | None]:
-    """(the new probability map, the zoom box it was predicted in): the box follows RITM's rule from the
-    box the previous map had (next_box); without zoom-in, the whole image."""
-    box = None
-    if zoom:
-        before = prev if prev is not None else np.zeros(image.shape[1:], np.float32)
-        box = next_box(prev_box, before, clicks, predictor.threshold)
-    return predictor.probs(image, clicks, prev, box), box
+    """(the new probability map, the box it was predicted in): RITM's zoom-in from the box the previous
+    map had, and the model's first-click zoom, as every caller predicts (predictor.predict_click)."""
+    return predict_click(predictor, image, clicks, prev, prev_box, zoom)
 
 
 def add_click_routes(app, seg, limits: Limits) -> dict:

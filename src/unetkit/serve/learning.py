@@ -10,7 +10,6 @@ accepted model with its card and state.json names the one in use, so a restart r
 from __future__ import annotations
 
 import atexit
-import hashlib
 import json
 import os
 import signal
@@ -26,6 +25,7 @@ from pathlib import Path
 from unetkit.data.labels import write_atomic
 from unetkit.deploy.export import export_safetensors
 from unetkit.infer.checkpoint import load_model
+from unetkit.serve.heldout import latest, pick, pictures
 
 STATE_DIR = ".unetkit"
 
@@ -45,6 +45,10 @@ class LearnConfig:
     # per click during a retrain), 1 thread 22% (124 ms).
     threads: int = field(default_factory=usable_cores)
     nice: int = 10  # the retrain's priority below the server's
+    # which accepted masks score a candidate (never trained on): "latest", the most recently accepted (a
+    # folder whose next images hold other objects than its first is judged on what comes next), or "hash":
+    # a stable share by name (the first recipe: a candidate tuned on early objects passed on early ones)
+    heldout: str = "latest"
     heldout_share: float = 0.2  # of the accepted masks, scored and never trained on
     min_heldout: int = 3
     max_heldout: int = 12  # scoring grows with it and eats the bound: 19 held out left 73 s of 180 to train
@@ -55,40 +59,6 @@ class LearnConfig:
 
 
 VAL_SHARE = 0.15  # of the pictures not held out: training's val split (the share it would cut itself)
-
-
-def _rank(name: str) -> float:
-    return int(hashlib.sha256(name.encode()).hexdigest()[:12], 16) / 16**12
-
-
-def pictures(images: list[Path]) -> dict[str, list[str]]:
-    """Stems by picture: images with the same content (one picture labelled once per object) are one
-    picture, named by its first stem."""
-    groups: dict[str, list[str]] = {}
-    for image in images:
-        groups.setdefault(hashlib.sha256(image.read_bytes()).hexdigest(), []).append(image.stem)
-    return {min(stems): stems for stems in groups.values()}
-
-
-def pick(groups: dict[str, list[str]], share: float, minimum: int, maximum: int = 0) -> set[str]:
-    """The accepted images held out for scoring, by group (a picture's copies, see `pictures`: held out
-    or trained on together): the groups whose name hashes below `share` (with `maximum`, only the lowest
-    of them, while they hold at most that many images), topped up with the next lowest hashes until at
-    least `minimum` images are held out. An image trained on never becomes held out later (that would
-    flatter the model trained on it); a top-up group, or one that a new lower hash pushes past
-    `maximum`, joins training."""
-    chosen, count = set(), 0
-    for k in sorted((k for k in groups if _rank(k) < share), key=_rank):
-        if maximum and chosen and count + len(groups[k]) > maximum:
-            break  # a prefix of the hash order: once pushed out, a group never comes back
-        chosen.add(k)
-        count += len(groups[k])
-    for k in sorted((k for k in groups if k not in chosen), key=_rank):
-        if count >= minimum:
-            break
-        chosen.add(k)
-        count += len(groups[k])
-    return {s for k in chosen for s in groups[k]}
 
 
 def write_json(path: Path, data) -> None:
@@ -272,13 +242,15 @@ class Learner:
                   log, 600)  # fmt: skip
         return score(json.loads((out / "summary.json").read_text()))
 
-    def _job(self, work: Path, version: int) -> dict:
-        """Train a candidate from the current model, score both on the held-out masks, promote or not."""
+    def _split_csv(self, work: Path, pairs: list) -> tuple[Path, set[str], set[str]]:
+        """work/data.csv: the accepted pairs with the held-out ones as test (latest or by hash) and a val share
+        of the rest for training's progress (never its pick), a picture's copies in one split."""
         c = self.config
-        pairs = self.pairs()
         groups = pictures([img for img, _ in pairs])  # each image read once
-        held = pick(groups, c.heldout_share, c.min_heldout, c.max_heldout)
-        # training's own val rows (its progress, never its pick), cut here so a picture stays in one split
+        if c.heldout == "latest":
+            held = latest(groups, [mask for _, mask in pairs], c.heldout_share, c.min_heldout, c.max_heldout)
+        else:
+            held = pick(groups, c.heldout_share, c.min_heldout, c.max_heldout)
         rest = {k: stems for k, stems in groups.items() if k not in held}
         n_rest = len(pairs) - len(held)
         val = pick(rest, VAL_SHARE, 1) if n_rest >= 3 else set()  # as split_pairs: none below 3
@@ -289,6 +261,13 @@ class Learner:
         with csv.open("w", newline="") as f:
             rows = [(img.resolve(), mask.resolve(), split.get(img.stem, "train")) for img, mask in pairs]
             writer(f).writerows([("image", "mask", "split"), *rows])
+        return csv, held, val
+
+    def _job(self, work: Path, version: int) -> dict:
+        """Train a candidate from the current model, score both on the held-out masks, promote or not."""
+        c = self.config
+        pairs = self.pairs()
+        csv, held, val = self._split_csv(work, pairs)
         _, meta = load_model(self.current)
         run, log, t0 = work / "run", work / "log.txt", time.time()
         scores = {"old": self._score(self.current, csv, work / "eval-old", log)}
@@ -303,6 +282,8 @@ class Learner:
                  "--lr", str(c.lr), "--encoder-lr-scale", "0.1", "--split", "1,0,0"]  # fmt: skip
         if meta.click_view_size:
             train += ["--view-size", str(meta.click_view_size)]
+        if meta.click_first_zoom:
+            train += ["--first-zoom", str(meta.click_first_zoom)]
         candidate = run / "checkpoints" / "last.pt"
         try:  # the bound holds even if the child started slowly: stopped in time, its last epoch is kept
             self._run(train, log, max(limit + STARTUP_S, t0 + c.minutes * 60 - time.time() - scoring - PROMOTE_S))

@@ -48,6 +48,8 @@ def click_task() -> Task:
         clicks = {"radius": config.clicks.click_radius, "threshold": CLICK_THRESHOLD}
         if config.clicks.view_size:
             clicks["view_size"] = config.clicks.view_size
+        if config.clicks.first_zoom:
+            clicks["first_zoom"] = config.clicks.first_zoom
         return dataclasses.replace(meta, classes=("background", "object"), clicks=clicks)
 
     def binary_loss(config: TrainConfig) -> TrainConfig:
