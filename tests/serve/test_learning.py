@@ -102,12 +102,20 @@ def test_latest_holds_out_the_newest_pictures_whole(tmp_path):
         os.utime(m, ns=(10**9 * i, 10**9 * i))  # accepted in order 0..29
         masks.append(m)
     groups = {m.stem: [m.stem] for m in masks}
-    assert latest(groups, masks, 0.2, 3, 12) == {f"img{i}" for i in range(24, 30)}  # 20% of 30, the newest
+    other = tmp_path / "x"  # several masks of one image (one per object): the image's newest counts
+    other.mkdir()
+    for k, t in enumerate((3, 40)):
+        (other / f"obj{k}.png").write_bytes(b"x")
+        os.utime(other / f"obj{k}.png", ns=(10**9 * t, 10**9 * t))
+    objs = [(tmp_path / "img05.png", other / "obj0.png"), (tmp_path / "img05.png", other / "obj1.png")]
+    assert latest({"img05": ["img05"], "img06": ["img06"]}, [*objs, (masks[6], masks[6])], 0.0, 1) == {"img05"}
+    pairs = [(m, m) for m in masks]  # (image, mask): annotate names both alike
+    assert latest(groups, pairs, 0.2, 3, 12) == {f"img{i}" for i in range(24, 30)}  # 20% of 30, the newest
     first5 = {m.stem: [m.stem] for m in masks[:5]}
-    assert latest(first5, masks[:5], 0.2, 3, 12) == {"img02", "img03", "img04"}  # the minimum
-    assert len(latest(groups, masks, 0.9, 3, 12)) == 12  # the cap
+    assert latest(first5, pairs[:5], 0.2, 3, 12) == {"img02", "img03", "img04"}  # the minimum
+    assert len(latest(groups, pairs, 0.9, 3, 12)) == 12  # the cap
     copies = {"img00": ["img00", "img29"], **{m.stem: [m.stem] for m in masks[1:29]}}  # img29 = img00's picture
-    held = latest(copies, masks, 0.1, 3, 12)
+    held = latest(copies, pairs, 0.1, 3, 12)
     assert {"img00", "img29"} <= held and len(held) == 3  # the newest picture came with both its copies
 
 

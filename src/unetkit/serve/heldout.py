@@ -41,12 +41,15 @@ def pick(groups: dict[str, list[str]], share: float, minimum: int, maximum: int 
     return {s for k in chosen for s in groups[k]}
 
 
-def latest(groups: dict[str, list[str]], masks: list[Path], share: float, minimum: int, maximum: int = 0) -> set[str]:
-    """The most recently accepted pictures (by their masks' modification times, the newest of a picture's
-    copies counting), `share` of the accepted images, at least `minimum` and at most `maximum` (0: no
-    cap), whole pictures only: the candidate is judged on what the person labels now, not on the objects
-    it was tuned on (a folder of several kinds of objects moves on; annotate_sim's mixed folder)."""
-    when = {m.stem: m.stat().st_mtime_ns for m in masks}
+def latest(groups: dict[str, list[str]], pairs: list[tuple[Path, Path]], share: float, minimum: int,
+           maximum: int = 0) -> set[str]:  # fmt: skip
+    """The most recently accepted pictures (by their masks' modification times, a picture's newest mask
+    counting), `share` of the accepted images, at least `minimum` and at most `maximum` (0: no cap),
+    whole pictures only: the candidate is judged on what the person labels now, not on the objects it
+    was tuned on (a folder of several kinds of objects moves on; annotate_sim's mixed folder)."""
+    when: dict[str, int] = {}
+    for image, mask in pairs:
+        when[image.stem] = max(when.get(image.stem, 0), mask.stat().st_mtime_ns)
     order = sorted(groups, key=lambda k: max(when.get(s, 0) for s in groups[k]), reverse=True)
     total = sum(len(v) for v in groups.values())
     target = max(minimum, round(share * total))

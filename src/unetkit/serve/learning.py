@@ -248,7 +248,7 @@ class Learner:
         c = self.config
         groups = pictures([img for img, _ in pairs])  # each image read once
         if c.heldout == "latest":
-            held = latest(groups, [mask for _, mask in pairs], c.heldout_share, c.min_heldout, c.max_heldout)
+            held = latest(groups, pairs, c.heldout_share, c.min_heldout, c.max_heldout)
         else:
             held = pick(groups, c.heldout_share, c.min_heldout, c.max_heldout)
         rest = {k: stems for k, stems in groups.items() if k not in held}
