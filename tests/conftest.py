@@ -90,3 +90,17 @@ def shared_dataset(name: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"{path} not found: the real datasets live in ../shared/data beside the repo (CI has them)")
     return path
+
+
+def pytest_addoption(parser) -> None:
+    parser.addoption("--label-studio", action="store_true", help="run the tests that start a real Label Studio")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """The real-Label-Studio test runs in its own CI step (`make test-label-studio`), not in `make test`."""
+    if config.getoption("--label-studio"):
+        return
+    skip = pytest.mark.skip(reason="starts a real Label Studio (minutes): run `make test-label-studio`")
+    for item in items:
+        if "labelstudio" in item.keywords:
+            item.add_marker(skip)

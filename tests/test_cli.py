@@ -10,7 +10,7 @@ from PIL import Image
 
 from unetkit._version import __version__
 from unetkit.cli import COMMANDS, build_parser, main
-from unetkit.commands import annotate, data, evaluate, export, models, predict, serve, train
+from unetkit.commands import annotate, data, evaluate, export, label_studio, models, predict, serve, train
 
 TINY_FLAGS = ["--widths", "4,8", "--size", "32,32", "--epochs", "2", "--batch-size", "4", "--precision", "fp32"]
 SECTIONS = ("data", "model", "augment", "optim", "loss", "run")
@@ -22,7 +22,7 @@ def test_version_and_command_list(capsys):
     assert e.value.code == 0 and capsys.readouterr().out.strip() == f"unetkit {__version__}"
     assert main([]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    modules = (train, evaluate, predict, export, serve, annotate, data, models)
+    modules = (train, evaluate, predict, export, serve, annotate, data, models, label_studio)
     assert list(COMMANDS.values()) == list(modules)  # one module per command, each listed with its help
     for name, module in COMMANDS.items():
         assert name in out and " ".join(module.HELP.split()) in out, name

@@ -14,13 +14,13 @@ import sys
 
 from unetkit import distributed
 from unetkit._version import __version__
-from unetkit.commands import annotate, data, evaluate, export, models, predict, serve, train
+from unetkit.commands import annotate, data, evaluate, export, label_studio, models, predict, serve, train
 from unetkit.errors import UnetkitError
 from unetkit.runtime import process_age
 
 COMMANDS = {
     "train": train, "evaluate": evaluate, "predict": predict, "export": export, "serve": serve,
-    "annotate": annotate, "data": data, "models": models,
+    "annotate": annotate, "data": data, "models": models, "label-studio": label_studio,
 }  # fmt: skip
 
 

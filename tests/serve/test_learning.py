@@ -315,3 +315,26 @@ def test_a_retrain_uses_every_core_by_default():
     from unetkit.serve.learning import usable_cores
 
     assert LearnConfig().threads == usable_cores() == len(os.sched_getaffinity(0)) >= 1
+
+
+def test_a_labelling_tools_objects_sharing_one_image_split_by_picture(tmp_path):
+    """The Label Studio backend keeps one image per task and one mask per object: the held-out and val
+    shares count masks, so two pictures of three objects each give 3 held out and 3 to train on."""
+    import csv
+
+    from unetkit.serve.learning import Learner
+
+    pairs = []
+    for t in (1, 2):
+        image = tmp_path / f"task{t}.png"
+        image.write_bytes(f"picture {t}".encode())
+        for k in range(3):
+            mask = tmp_path / f"task{t}_ann{t}_{k}.png"
+            mask.write_bytes(b"m")
+            os.utime(mask, ns=(10**9 * t, 10**9 * t))  # task 2 accepted last
+            pairs.append((image, mask))
+    learner = Learner(tmp_path, "builtin:clicks", LearnConfig(), lambda: pairs, lambda path: None)
+    path, held, val = learner._split_csv(tmp_path / "work", pairs)
+    rows = list(csv.DictReader(path.open()))
+    assert held == {"task2"} and val == set()
+    assert [r["split"] for r in rows] == ["train"] * 3 + ["test"] * 3

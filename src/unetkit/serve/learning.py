@@ -189,11 +189,13 @@ class Learner:
         c = self.config
         return max(self.state["accepted_at_retrain"] + c.every, c.min_heldout + c.min_train)
 
-    def accepted(self) -> bool:
-        """Called after each accepted mask: start a retrain when one is due; True if one started."""
+    def accepted(self, force: bool = False) -> bool:
+        """Called after each accepted mask: start a retrain when one is due (`force`: now, given the fewest
+        masks a retrain can split); True if one started."""
         with self.lock:
             n = len(self.pairs())
-            if self.running() or n < self.next_at():
+            due = self.config.min_heldout + self.config.min_train if force else self.next_at()
+            if self.running() or n < due:
                 return False
             self.job = threading.Thread(target=self._retrain, args=(n,), daemon=True, name="unetkit-retrain")
             self.started = time.time()
@@ -252,9 +254,10 @@ class Learner:
         else:
             held = pick(groups, c.heldout_share, c.min_heldout, c.max_heldout)
         rest = {k: stems for k, stems in groups.items() if k not in held}
-        n_rest = len(pairs) - len(held)
+        rows = [img.stem for img, _ in pairs]  # an image's stem once per mask (a tool's objects share one)
+        n_rest = sum(s not in held for s in rows)
         val = pick(rest, VAL_SHARE, 1) if n_rest >= 3 else set()  # as split_pairs: none below 3
-        val = val if len(val) <= n_rest // 2 else set()  # one picture labelled many times is kept to train
+        val = val if sum(s in val for s in rows) <= n_rest // 2 else set()  # a picture labelled many times trains
         work.mkdir(parents=True, exist_ok=True)
         csv = work / "data.csv"
         split = {**dict.fromkeys(held, "test"), **dict.fromkeys(val, "val")}
@@ -292,8 +295,8 @@ class Learner:
                 raise
         scores["new"] = self._score(str(candidate), csv, work / "eval-new", log)
         result = {
-            "heldout": len(held),
-            "trained_on": len(pairs) - len(held) - len(val),
+            "heldout": sum(img.stem in held for img, _ in pairs),
+            "trained_on": sum(img.stem not in held and img.stem not in val for img, _ in pairs),
             "score_old": scores["old"]["noc90"],
             "score_new": scores["new"]["noc90"],
             "iou_old": scores["old"]["iou"],

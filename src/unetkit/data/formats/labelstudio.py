@@ -186,3 +186,20 @@ def _image(path: Path, task: dict, images: Path | None) -> Path:
             if (folder / n).is_file():
                 return folder / n
     return folders[0] / names[-1]  # missing: the data check reports it by name
+
+
+def result_masks(annotation: dict, where: str = "annotation") -> list[tuple[str, np.ndarray]]:
+    """Each region of one annotation (brush, polygon, rectangle) as (its label, bool mask at the image's
+    size): what the ML backend keeps of a submitted annotation."""
+    out = []
+    for k, r in enumerate(annotation.get("result", [])):
+        kind, value = r.get("type"), r.get("value", {})
+        if kind not in KINDS or not value.get(kind):
+            continue
+        h, w = int(r.get("original_height") or 0), int(r.get("original_width") or 0)
+        if h * w <= 0 or h * w > MAX_PIXELS:
+            raise DataError(f"{where} result {k}: original size {w}x{h} is missing or over the pixel limit")
+        shape = _shape(f"{where} result {k} ({kind})", kind, value, h, w)
+        if shape is not None:
+            out.append((value[kind][0], shape.mask(h, w)))
+    return out
