@@ -189,6 +189,12 @@ def test_submitted_updated_and_deleted_annotations_keep_the_masks_current(click_
         r = client.post("/webhook", json={"action": "ANNOTATIONS_DELETED", "annotations": [{"id": 11}]})
         assert r.json()["removed"] == 1 and backend.store.pairs() == []
         assert client.post("/webhook", json={"action": "PROJECT_UPDATED"}).json() == {"ignored": "PROJECT_UPDATED"}
+        # Label Studio's Start Training: every annotated task, each with its latest annotation kept
+        old = {"id": 20, "updated_at": "2026-01-01", "result": [region(square), region(top)]}
+        new = {"id": 21, "updated_at": "2026-02-01", "result": [region(top)]}
+        r = client.post("/train", json={"annotations": [{**task, "annotations": [old, new]}], "label_config": EXAMPLE})
+        assert r.status_code == 201 and r.json()["kept"] == 1 and r.json()["started"] is False  # no learner here
+        assert [p[1].name for p in backend.store.pairs()] == ["task3_ann21_0.png"]
 
 
 def test_the_command_prints_a_config_and_a_restart_serves_the_last_accepted_model(click_run, tmp_path, capsys):

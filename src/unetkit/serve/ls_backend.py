@@ -2,9 +2,9 @@
 
 GET /health; POST /setup (the project's labelling config, read once); POST /predict (tasks -> results:
 a segmentation model pre-labels every class the config names, a click model its automatic mask, and
-answers smart keypoints with its mask, clicked in order as annotate does, zoom-in included); POST /webhook
-(ANNOTATION_CREATED, _UPDATED and ANNOTATIONS_DELETED keep STATE's accepted masks current; START_TRAINING
-retrains now). The
+answers smart keypoints with its mask, clicked in order as annotate does, zoom-in included); POST
+/webhook (ANNOTATION_CREATED, _UPDATED and ANNOTATIONS_DELETED keep STATE's accepted masks current;
+START_TRAINING retrains now) and POST /train (Label Studio's Start Training: every annotated task). The
 retrain loop is annotate's (serve/learning.py): a candidate is served only if it is at least as good on
 the latest accepted masks, and model_version names the model in use. Requests are bounded like serve's."""
 
@@ -68,12 +68,13 @@ class Backend:
         score = float(np.mean([r.get("score", 1.0) for r in regions] or [0.0]))
         return {"result": regions, "score": score, "model_version": self.version}
 
-    def keep(self, task: dict, annotation: dict, config: LabelConfig) -> int:
-        """A submitted or updated annotation's regions become accepted masks (one object each)."""
+    def keep(self, task: dict, annotation: dict, config: LabelConfig, retrain: bool = True) -> int:
+        """A submitted or updated annotation's regions become accepted masks (one object each); `retrain`:
+        start a retrain if one is due."""
         data, _ = task_image(task, config, self.source, self.limits, self.served.seg.in_channels)
         masks = [m for _, m in result_masks(annotation, f"annotation {annotation.get('id')}") if m.any()]
         n = self.store.put(int(task["id"]), int(annotation["id"]), data, masks)
-        if self.learner is not None:
+        if retrain and self.learner is not None:
             self.learner.accepted()
         return n
 
@@ -155,6 +156,25 @@ def create_backend(backend: Backend) -> FastAPI:
     @app.post("/webhook")
     async def webhook(body: Annotated[dict, Body()]):
         return await _webhook(backend, gate, body)
+
+    @app.post("/train")
+    async def train(body: Annotated[dict, Body()]):
+        """Label Studio's "Start Training" (and every N annotations): all annotated tasks; each task's latest
+        annotation is kept, then a retrain starts."""
+        config = _config(backend, body)
+        if isinstance(config, Response):
+            return config
+        kept = 0
+        for task in body.get("annotations") or []:
+            anns = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
+            if anns:
+                latest = max(anns, key=lambda a: (a.get("updated_at") or "", a.get("id") or 0))
+                done = await gated(gate, _safe(backend.keep), task, latest, config, False)
+                if isinstance(done, Response | UploadError):
+                    return done if isinstance(done, Response) else error(done.status, str(done))
+                kept += done
+        started = backend.learner.accepted(force=True) if backend.learner else False
+        return JSONResponse({"kept": kept, "started": started, "model_version": backend.version}, 201)
 
     return app
 
