@@ -10,11 +10,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
+
+from serving import wait_healthy
 
 VERSION = "1.23.2"
 TOKEN = "unetkit-test-token-0123456789"
@@ -49,17 +50,7 @@ def label_studio(data_dir: Path, port: int, wait_s: float = 300):
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                urllib.request.urlopen(url + "/health", timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"Label Studio did not start: {(data_dir / 'ls.log').read_text()[-3000:]}"
-                    ) from None
-                time.sleep(1)
+        wait_healthy(url, proc, wait_s, "Label Studio", lambda: (data_dir / "ls.log").read_text()[-3000:], 1.0)
         yield url
     finally:
         proc.terminate()

@@ -16,6 +16,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_healthy(url: str, proc, wait_s: float, what: str, output, poll_s: float = 0.1) -> None:
+    """Until GET url/health answers; fails with the process's output if it exits or time runs out."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            urllib.request.urlopen(url + "/health", timeout=2)
+            return
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail(f"{what} exited with {proc.returncode}: {output()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"{what} did not answer /health within {wait_s:.0f} s: {output()}")
+            time.sleep(poll_s)
+
+
 @contextlib.contextmanager
 def running_server(target, *flags: str, wait_s: float = 60, command: str = "serve"):
     """Yields (url, process) once /health answers; fails with the server's output if it exits.
@@ -25,17 +40,7 @@ def running_server(target, *flags: str, wait_s: float = 60, command: str = "serv
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                urllib.request.urlopen(url + "/health", timeout=1)
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    pytest.fail(f"unetkit {command} exited with {proc.returncode}: {proc.stdout.read()}")
-                if time.monotonic() > deadline:
-                    pytest.fail(f"unetkit {command} did not answer /health within {wait_s:.0f} s")
-                time.sleep(0.1)
+        wait_healthy(url, proc, wait_s, f"unetkit {command}", lambda: proc.stdout.read())
         yield url, proc
     finally:
         proc.terminate()

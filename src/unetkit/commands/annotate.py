@@ -32,20 +32,7 @@ def add_parser(sub) -> None:
         help="torch | onnxruntime | openvino | onnxruntime-int8 | openvino-int8 | auto (default: torch)",
     )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
-    from unetkit.serve.learning import LearnConfig  # no optional dependency: only the defaults
-
-    d = LearnConfig()
-    p.add_argument("--learn", action=argparse.BooleanOptionalAction, default=True,
-                   help="retrain the click model on the accepted masks while you label (default: on)")  # fmt: skip
-    p.add_argument("--retrain-every", type=positive(int), default=d.every,
-                   help=f"retrain after this many newly accepted masks (default: {d.every})")  # fmt: skip
-    p.add_argument("--retrain-minutes", type=positive(float), default=d.minutes,
-                   help=f"training time bound of one retrain (default: {d.minutes:g})")  # fmt: skip
-    p.add_argument("--retrain-heldout", choices=("latest", "hash"), default=d.heldout,
-                   help="which accepted masks score a retrained model: the latest ones (default), or a stable "
-                        "share by name")  # fmt: skip
-    p.add_argument("--retrain-threads", type=positive(int), default=d.threads,
-                   help=f"compute threads of a retrain, at nice 10 (default: every core, {d.threads})")  # fmt: skip
+    add_retrain_flags(p, "retrain the click model on the accepted masks while you label (default: on)")
 
     export = ("write the labels and exit: coco OUT.json (RLE instances), yolo|labelme|voc OUT (a new folder in "
               "that layout) or unetkit OUT.csv (a split)")  # fmt: skip
@@ -56,6 +43,31 @@ def add_parser(sub) -> None:
         help="class names, background first, comma-separated: a multi-class folder (the page picks the class of each "
         "clicked object) and the COCO categories",
     )
+
+
+def add_retrain_flags(p, learn_help: str) -> None:
+    """The learning flags `annotate` and `label-studio` share (serve/learning.py's LearnConfig)."""
+    from unetkit.serve.learning import LearnConfig  # no optional dependency: only the defaults
+
+    d = LearnConfig()
+    p.add_argument("--learn", action=argparse.BooleanOptionalAction, default=True, help=learn_help)
+    p.add_argument("--retrain-every", type=positive(int), default=d.every,
+                   help=f"retrain after this many newly accepted masks (default: {d.every})")  # fmt: skip
+    p.add_argument("--retrain-minutes", type=positive(float), default=d.minutes,
+                   help=f"training time bound of one retrain (default: {d.minutes:g})")  # fmt: skip
+    p.add_argument("--retrain-heldout", choices=("latest", "hash"), default=d.heldout,
+                   help="which accepted masks score a retrained model: the latest ones (default), or a stable "
+                        "share by name")  # fmt: skip
+    p.add_argument("--retrain-threads", type=positive(int), default=d.threads,
+                   help=f"compute threads of a retrain, at nice 10 (default: every core, {d.threads})")  # fmt: skip
+
+
+def learn_config(args: argparse.Namespace):
+    """LearnConfig from add_retrain_flags' flags (and --zoom-in)."""
+    from unetkit.serve.learning import LearnConfig
+
+    return LearnConfig(every=args.retrain_every, minutes=args.retrain_minutes, threads=args.retrain_threads,
+                       zoom_in=args.zoom_in, heldout=args.retrain_heldout)  # fmt: skip
 
 
 def positive(kind):
@@ -86,16 +98,10 @@ def run(args: argparse.Namespace) -> int:
     from unetkit.serve.annotate import LearnSpec, annotate_routes, scan
     from unetkit.serve.app import create_app
     from unetkit.serve.clicks import ClickOptions
-    from unetkit.serve.learning import LearnConfig, load_state, model_path
+    from unetkit.serve.learning import load_state, model_path
 
     folder = Path(args.folder)
-    config = LearnConfig(
-        every=args.retrain_every,
-        minutes=args.retrain_minutes,
-        threads=args.retrain_threads,
-        zoom_in=args.zoom_in,
-        heldout=args.retrain_heldout,
-    )
+    config = learn_config(args)
     learn = LearnSpec(folder, args.model, config, args.engine, args.device) if args.learn else None
     state = load_state(folder, args.model)
     model = model_path(folder, state) if args.learn else args.model

@@ -8,7 +8,7 @@ import argparse
 import os
 from pathlib import Path
 
-from unetkit.commands.annotate import positive
+from unetkit.commands.annotate import add_retrain_flags, learn_config, positive
 from unetkit.deploy.engines import load
 from unetkit.errors import ConfigError
 
@@ -16,8 +16,6 @@ HELP = "serve a model as a Label Studio ML backend (pre-labels, smart keypoints,
 
 
 def add_parser(sub) -> None:
-    from unetkit.serve.learning import LearnConfig  # no optional dependency: only the defaults
-
     p = sub.add_parser("label-studio", help=HELP, description=HELP)
     p.add_argument("model", nargs="?", default="builtin:clicks",
                    help="checkpoint (.pt or .safetensors) or builtin:NAME (default: builtin:clicks)")  # fmt: skip
@@ -36,13 +34,7 @@ def add_parser(sub) -> None:
                    help="from the 2nd keypoint, predict on a box around the object (default: on)")  # fmt: skip
     p.add_argument("--auto-masks", action=argparse.BooleanOptionalAction, default=True,
                    help="click models: pre-label tasks with the automatic mask (no clicks) (default: on)")  # fmt: skip
-    d = LearnConfig()
-    p.add_argument("--learn", action=argparse.BooleanOptionalAction, default=True,
-                   help="click models: retrain on submitted annotations (default: on)")  # fmt: skip
-    p.add_argument("--retrain-every", type=positive(int), default=d.every,
-                   help=f"retrain after this many newly accepted masks (default: {d.every})")  # fmt: skip
-    p.add_argument("--retrain-minutes", type=positive(float), default=d.minutes,
-                   help=f"time bound of one retrain (default: {d.minutes:g})")  # fmt: skip
+    add_retrain_flags(p, "click models: retrain on submitted annotations (default: on)")
     p.add_argument("--slots", type=positive(int), default=1, help="concurrent inferences (default: 1)")
     p.add_argument("--queue", type=int, default=8, help="requests that may wait before 503 (default: 8)")
     p.add_argument("--max-upload-mb", type=positive(float), default=20, help="largest image (default: 20)")
@@ -70,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 def build(args: argparse.Namespace):
     """The app, with the last accepted model of the state folder served (a restart resumes with it)."""
     from unetkit.serve.http import Limits, Served
-    from unetkit.serve.learning import LearnConfig, load_state, model_path
+    from unetkit.serve.learning import load_state, model_path
     from unetkit.serve.ls_backend import Backend, create_backend, learner_for
     from unetkit.serve.ls_store import AnnotationStore
     from unetkit.serve.ls_tasks import Source
@@ -97,6 +89,6 @@ def build(args: argparse.Namespace):
     def swap(path: str) -> None:
         served.seg = load(path, args.engine, args.device, "auto", log=lambda m: None)
 
-    learn = LearnConfig(every=args.retrain_every, minutes=args.retrain_minutes, zoom_in=args.zoom_in)
+    learn = learn_config(args)
     backend.learner = learner_for(seg, state, args.model, learn if args.learn else None, store, swap)
     return create_backend(backend)
