@@ -10,6 +10,7 @@ the latest accepted masks, and model_version names the model in use. Requests ar
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from unetkit.data.formats.labelstudio import result_masks
 from unetkit.errors import ConfigError, DataError
 from unetkit.infer.inference import foreground
 from unetkit.interactive.predictor import ClickPredictor
+from unetkit.runtime import release_openmp_threads
 from unetkit.serve.http import Gate, Limits, Served, UploadError, gated
 from unetkit.serve.learning import LearnConfig, Learner
 from unetkit.serve.ls_config import LabelConfig, parse_config
@@ -117,9 +119,16 @@ def error(status: int, message: str) -> JSONResponse:
 
 
 def create_backend(backend: Backend) -> FastAPI:
-    app = FastAPI(title="unetkit Label Studio ML backend", version=__version__)
     seg = backend.served.seg
+    release_openmp_threads()  # the model was loaded on this thread and runs on the gate's (as serve's app)
     gate = Gate(backend.limits, release_openmp=seg.engine == "torch")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        gate.pool.shutdown(wait=False)  # its thread ends, and with it its OpenMP team
+
+    app = FastAPI(title="unetkit Label Studio ML backend", version=__version__, lifespan=lifespan)
     app.state.backend = backend
 
     @app.get("/health")
@@ -159,22 +168,7 @@ def create_backend(backend: Backend) -> FastAPI:
 
     @app.post("/train")
     async def train(body: Annotated[dict, Body()]):
-        """Label Studio's "Start Training" (and every N annotations): all annotated tasks; each task's latest
-        annotation is kept, then a retrain starts."""
-        config = _config(backend, body)
-        if isinstance(config, Response):
-            return config
-        kept = 0
-        for task in body.get("annotations") or []:
-            anns = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
-            if anns:
-                latest = max(anns, key=lambda a: (a.get("updated_at") or "", a.get("id") or 0))
-                done = await gated(gate, _safe(backend.keep), task, latest, config, False)
-                if isinstance(done, Response | UploadError):
-                    return done if isinstance(done, Response) else error(done.status, str(done))
-                kept += done
-        started = backend.learner.accepted(force=True) if backend.learner else False
-        return JSONResponse({"kept": kept, "started": started, "model_version": backend.version}, 201)
+        return await _train(backend, gate, body)
 
     return app
 
@@ -197,6 +191,25 @@ def _safe(fn):
             return e if isinstance(e, UploadError) else UploadError(422, str(e))
 
     return run
+
+
+async def _train(backend: Backend, gate: Gate, body: dict):
+    """Label Studio's "Start Training" (and every N annotations): all annotated tasks; each task's latest
+    annotation is kept, then a retrain starts."""
+    config = _config(backend, body)
+    if isinstance(config, Response):
+        return config
+    kept = 0
+    for task in body.get("annotations") or []:
+        anns = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
+        if anns:
+            latest = max(anns, key=lambda a: (a.get("updated_at") or "", a.get("id") or 0))
+            done = await gated(gate, _safe(backend.keep), task, latest, config, False)
+            if isinstance(done, Response | UploadError):
+                return done if isinstance(done, Response) else error(done.status, str(done))
+            kept += done
+    started = backend.learner.accepted(force=True) if backend.learner else False
+    return JSONResponse({"kept": kept, "started": started, "model_version": backend.version}, 201)
 
 
 async def _webhook(backend: Backend, gate: Gate, body: dict):
