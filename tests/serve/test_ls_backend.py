@@ -153,6 +153,10 @@ def test_bad_configs_missing_keys_and_huge_images_are_errors_label_studio_shows(
     with pytest.raises(Exception, match="only http"):
         Source("http://x").resolve("file:///etc/passwd")
     assert context_clicks({"result": [keypoint(150, -10)]}, 64, 64)[0] == [Click(0.0, 63.0, True)]  # kept inside
+    neg = keypoint(50, 50)
+    neg["value"]["keypointlabels"] = ["Negative"]  # a config whose labels say which points are negative
+    clicks, label = context_clicks({"result": [neg, keypoint(25, 25)]}, 64, 64)
+    assert [c.positive for c in clicks] == [False, True] and label == "Object"
 
 
 def test_submitted_updated_and_deleted_annotations_keep_the_masks_current(click_run, tmp_path):

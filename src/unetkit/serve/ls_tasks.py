@@ -69,9 +69,17 @@ def task_image(task: dict, config: LabelConfig, source: Source, limits: Limits, 
     return data, read_upload(data, limits, in_channels)
 
 
+def negative_label(name: str | None) -> bool:
+    """A keypoint label the config names as negative: "negative", "background", or a leading "-" ("-1",
+    "-car", as the SAM backend's configs alias them)."""
+    n = (name or "").strip().lower()
+    return n.startswith("-") or n in ("negative", "background", "neg", "bg")
+
+
 def context_clicks(context: dict | None, h: int, w: int) -> tuple[list[Click], str | None]:
-    """The smart keypoints of a request (percent of the image) as clicks in pixels, positive unless Label
-    Studio marks them is_positive false, and the label the first one carries."""
+    """The smart keypoints of a request (percent of the image) as clicks in pixels: positive unless Label
+    Studio marks them is_positive false or their label is a negative one (negative_label); and the label
+    the first positive one carries."""
     clicks, label = [], None
     for r in (context or {}).get("result") or []:
         if r.get("type") != "keypointlabels":
@@ -81,8 +89,10 @@ def context_clicks(context: dict | None, h: int, w: int) -> tuple[list[Click], s
             x, y = float(v["x"]) * w / 100, float(v["y"]) * h / 100
         except (KeyError, TypeError, ValueError):
             raise UploadError(422, "a keypoint without x and y in percent of the image") from None
-        clicks.append(Click(min(max(y, 0.0), h - 1), min(max(x, 0.0), w - 1), bool(r.get("is_positive", True))))
-        label = label or next(iter(v.get("keypointlabels") or []), None)
+        name = next(iter(v.get("keypointlabels") or []), None)
+        positive = bool(r.get("is_positive", True)) and not negative_label(name)
+        clicks.append(Click(min(max(y, 0.0), h - 1), min(max(x, 0.0), w - 1), positive))
+        label = label or (name if positive else None)
     if len(clicks) > MAX_CLICKS:
         raise UploadError(422, f"{len(clicks)} keypoints; at most {MAX_CLICKS} per request")
     return clicks, label
