@@ -12,7 +12,6 @@ from PIL import Image
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
-from fastapi.testclient import TestClient  # noqa: E402
 
 from unetkit.infer.predict import Segmenter  # noqa: E402
 from unetkit.serve.annotate import annotate_routes, scan  # noqa: E402
@@ -25,7 +24,7 @@ def png(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def test_label_two_images_through_the_api(click_run, learn_dir, tmp_path):
+def test_label_two_images_through_the_api(open_client, click_run, learn_dir, tmp_path):
     folder = tmp_path / "todo"
     (folder / "images").mkdir(parents=True)
     (folder / "masks").mkdir()
@@ -39,7 +38,7 @@ def test_label_two_images_through_the_api(click_run, learn_dir, tmp_path):
     seg = Segmenter.load(click_run.best_checkpoint, "cpu", "fp32")
     items = scan(folder, seg, progress=False)
     app = create_app(seg, add_ons=[annotate_routes(items)])
-    client = TestClient(app)
+    client = open_client(app)
 
     info = client.get("/v1/model").json()
     assert {k: info["annotate"][k] for k in ("first", "total", "learning")} == {
@@ -91,7 +90,7 @@ def test_annotate_needs_an_images_folder(click_run, tmp_path):
         scan(tmp_path, seg)
 
 
-def test_a_bomb_or_wrong_mask_upload_is_a_4xx_never_a_500(click_run, learn_dir, tmp_path):
+def test_a_bomb_or_wrong_mask_upload_is_a_4xx_never_a_500(open_client, click_run, learn_dir, tmp_path):
     """Every mask upload is checked by its PNG header before a pixel is decoded (issue 22: a bomb sent
     as a mask once answered 500)."""
     from test_app import png_header
@@ -100,7 +99,7 @@ def test_a_bomb_or_wrong_mask_upload_is_a_4xx_never_a_500(click_run, learn_dir, 
     (folder / "images").mkdir(parents=True)
     shutil.copy(sorted((learn_dir / "test" / "images").iterdir())[0], folder / "images" / "a.png")
     seg = Segmenter.load(click_run.best_checkpoint, "cpu", "fp32")
-    client = TestClient(create_app(seg, add_ons=[annotate_routes(scan(folder, seg, progress=False))]))
+    client = open_client(create_app(seg, add_ons=[annotate_routes(scan(folder, seg, progress=False))]))
     cases = {
         "bomb": (png_header(100_000, 100_000), 413),
         "header of the right size, no pixels": (png_header(64, 64), 422),
@@ -114,7 +113,7 @@ def test_a_bomb_or_wrong_mask_upload_is_a_4xx_never_a_500(click_run, learn_dir, 
     assert not (folder / "masks").exists()  # nothing written
 
 
-def test_flag_skip_and_the_next_unlabelled_image(click_run, learn_dir, tmp_path):
+def test_flag_skip_and_the_next_unlabelled_image(open_client, click_run, learn_dir, tmp_path):
     """Flagged images are kept in DIR/.unetkit/flags.json, skipped by next_unlabelled and never trained
     on; an accept names its image, so a re-ranked list cannot put a mask on another image."""
     import json
@@ -127,7 +126,7 @@ def test_flag_skip_and_the_next_unlabelled_image(click_run, learn_dir, tmp_path)
         shutil.copy(p, folder / "images" / p.name)
     seg = Segmenter.load(click_run.best_checkpoint, "cpu", "fp32")
     items = scan(folder, seg, progress=False)
-    client = TestClient(create_app(seg, add_ons=[annotate_routes(items, classes=["background", "cell", "nucleus"])]))
+    client = open_client(create_app(seg, add_ons=[annotate_routes(items, classes=["background", "cell", "nucleus"])]))
     info = client.get("/v1/model").json()["annotate"]
     assert info["classes"] == ["background", "cell", "nucleus"] and len(info["colors"]) == 3
     names = [it.image.name for it in items]

@@ -23,7 +23,8 @@ def seg(trained_run):
 
 @pytest.fixture
 def client(seg):
-    return TestClient(create_app(seg, Limits(max_bytes=2**20, max_pixels=1_000_000, slots=1, queue=0)))
+    with TestClient(create_app(seg, Limits(max_bytes=2**20, max_pixels=1_000_000, slots=1, queue=0))) as c:
+        yield c
 
 
 def png_bytes(array: np.ndarray, mode: str | None = None) -> bytes:

@@ -27,7 +27,8 @@ def seg(click_run):
 
 @pytest.fixture(scope="module")
 def client(seg):
-    return TestClient(create_app(seg, Limits(max_bytes=2**20, max_pixels=1_000_000, slots=1, queue=4)))
+    with TestClient(create_app(seg, Limits(max_bytes=2**20, max_pixels=1_000_000, slots=1, queue=4))) as c:
+        yield c
 
 
 def decode(b64: str) -> np.ndarray:
@@ -81,14 +82,14 @@ def test_the_previous_map_by_id_gives_what_its_png_gives(client, learn_dir):
     assert stale.status_code == 404 and "prev_id" in stale.json()["error"]
 
 
-def test_zoom_in_predicts_in_ritms_box_and_keeps_it_with_the_map(seg, learn_dir, tmp_path):
+def test_zoom_in_predicts_in_ritms_box_and_keeps_it_with_the_map(open_client, seg, learn_dir, tmp_path):
     """From the 2nd click the model sees a box around the object (200 px at least, so the picture is
     larger here); a map sent back by id carries its box on while clicks land inside it (the rule ClickSession's
     zoom-in follows: next_box); `zoom_in=false` (or the server's --no-zoom-in) predicts on the whole image."""
     path = sorted((learn_dir / "test" / "images").iterdir())[3]
     big = tmp_path / "big.png"
     Image.open(path).resize((448, 384), Image.BILINEAR).save(big)
-    client = TestClient(create_app(seg, Limits(max_bytes=2**20, max_pixels=1_000_000, slots=1, queue=4)))
+    client = open_client(create_app(seg, Limits(max_bytes=2**20, max_pixels=1_000_000, slots=1, queue=4)))
     first = client.post("/v1/interactive", files={"image": ("x.png", big.read_bytes())}).json()
     predictor, image = ClickPredictor(seg), seg.to_tensor(big)
     clicks = [Click(100.0, 120.0, True), Click(110.0, 140.0, False), Click(95.0, 115.0, True)]
@@ -113,7 +114,7 @@ def test_zoom_in_predicts_in_ritms_box_and_keeps_it_with_the_map(seg, learn_dir,
     prev = decode(first["probs_png_base64"]).astype(np.float32) / 255
     assert plain["box"] is None
     assert np.array_equal(decode(plain["mask_png_base64"]) > 0, predictor.probs(image, clicks, prev) > 0.49)
-    off = TestClient(create_app(seg, clicks=ClickOptions(zoom_in=False)))
+    off = open_client(create_app(seg, clicks=ClickOptions(zoom_in=False)))
     first = off.post("/v1/interactive", files={"image": ("x.png", big.read_bytes())}).json()
     two = {"image_id": first["image_id"], "clicks": json.dumps([c.to_dict() for c in clicks[:2]])}
     assert off.post("/v1/interactive", data={**two, "prev_id": first["probs_id"]}).json()["box"] is None
@@ -136,9 +137,9 @@ def test_bad_interactive_requests_get_4xx(client, learn_dir):
     assert "send the image again" in client.post("/v1/interactive", data={"image_id": "x"}).json()["error"]
 
 
-def test_plain_models_have_no_interactive_route(trained_run):
+def test_plain_models_have_no_interactive_route(open_client, trained_run):
     seg = Segmenter.load(trained_run.best_checkpoint, "cpu", "fp32")
-    client = TestClient(create_app(seg))
+    client = open_client(create_app(seg))
     assert client.get("/v1/model").json()["interactive"] is False
     assert client.post("/v1/interactive", data={"image_id": "x"}).status_code == 404
     with pytest.raises(Exception, match="not a click model"):

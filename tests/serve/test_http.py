@@ -48,14 +48,14 @@ def test_the_gate_is_full_only_when_every_slot_runs_and_the_queue_is_full():
     assert gate.full()
 
 
-def test_an_add_on_brings_its_routes_and_model_info(trained_run):
+def test_an_add_on_brings_its_routes_and_model_info(open_client, trained_run):
     seg = Segmenter.load(trained_run.best_checkpoint, "cpu", "fp32")
 
     def hello(app, seg, limits) -> dict:
         app.get("/v1/hello")(lambda: {"classes": len(seg.classes), "max_bytes": limits.max_bytes})
         return {"hello": {"enabled": True}}
 
-    client = TestClient(create_app(seg, Limits(max_bytes=1234), add_ons=[hello]))
+    client = open_client(create_app(seg, Limits(max_bytes=1234), add_ons=[hello]))
     assert client.get("/v1/hello").json() == {"classes": 2, "max_bytes": 1234}
     assert client.get("/v1/model").json()["hello"] == {"enabled": True}
     assert client.post("/v1/interactive").status_code in (404, 405)  # not a click model: no click routes

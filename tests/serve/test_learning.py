@@ -19,7 +19,6 @@ from PIL import Image
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
-from fastapi.testclient import TestClient  # noqa: E402
 
 from unetkit.infer.predict import Segmenter  # noqa: E402
 from unetkit.serve.annotate import LearnSpec, annotate_routes, scan  # noqa: E402
@@ -217,7 +216,7 @@ def test_the_candidate_is_served_only_if_it_scores_at_least_as_well(click_run, t
     assert evaluate[evaluate.index("--zoom-in") + 1] == "true"  # scored as the page's clicks are served
 
 
-def test_accepted_masks_retrain_and_swap_the_served_model(click_run, learn_dir, tmp_path):
+def test_accepted_masks_retrain_and_swap_the_served_model(open_client, click_run, learn_dir, tmp_path):
     folder = tmp_path / "todo"
     (folder / "images").mkdir(parents=True)
     sources = sorted((learn_dir / "test" / "images").iterdir())[:6]
@@ -228,7 +227,7 @@ def test_accepted_masks_retrain_and_swap_the_served_model(click_run, learn_dir, 
     seg = Segmenter.load(ckpt, "cpu", "fp32")
     config = LearnConfig(every=2, minutes=0.05, threads=1, nice=0, min_heldout=1, min_train=1, clicks=2)
     app = create_app(seg, add_ons=[annotate_routes(scan(folder, seg, progress=False), LearnSpec(folder, ckpt, config))])
-    client = TestClient(app)
+    client = open_client(app)
     learner = app.state.learner
 
     def accept(i: int) -> dict:

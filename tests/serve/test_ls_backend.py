@@ -14,7 +14,6 @@ from PIL import Image
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
-from fastapi.testclient import TestClient  # noqa: E402
 
 from unetkit.data.formats.labelstudio import result_masks, rle_decode  # noqa: E402
 from unetkit.errors import ConfigError  # noqa: E402
@@ -64,10 +63,10 @@ def picture(path, size=(64, 64)):
     return img
 
 
-def client_for(checkpoint, state, url, limits=None):
+def client_for(open_client, checkpoint, state, url, limits=None):
     seg = Segmenter.load(checkpoint)
     backend = Backend(Served(seg), Source(url, TOKEN), limits or Limits(), AnnotationStore(state))
-    return TestClient(create_backend(backend)), backend, seg
+    return open_client(create_backend(backend)), backend, seg
 
 
 def keypoint(x, y, positive=True):
@@ -93,10 +92,10 @@ def test_the_config_is_read_for_its_image_brush_and_keypoints():
             parse_config(bad)
 
 
-def test_keypoints_give_the_click_models_mask_in_label_studios_rle(click_run, tmp_path):
+def test_keypoints_give_the_click_models_mask_in_label_studios_rle(open_client, click_run, tmp_path):
     picture(tmp_path / "a.png")
     with image_server(tmp_path) as url:
-        client, backend, seg = client_for(click_run.best_checkpoint, tmp_path / "state", url)
+        client, backend, seg = client_for(open_client, click_run.best_checkpoint, tmp_path / "state", url)
         assert client.get("/health").json()["status"] == "UP"
         assert client.post("/setup", json={"project": "1", "schema": EXAMPLE}).json()["model_version"]
         task = {"id": 7, "data": {"image": "/data/upload/a.png"}}
@@ -121,10 +120,10 @@ def test_keypoints_give_the_click_models_mask_in_label_studios_rle(click_run, tm
     assert np.array_equal(brush.decode_rle(region["value"]["rle"]).reshape(64, 64, 4)[:, :, 3] > 0, expect)
 
 
-def test_a_segmentation_model_pre_labels_every_class_the_config_names(trained_run, tmp_path):
+def test_a_segmentation_model_pre_labels_every_class_the_config_names(open_client, trained_run, tmp_path):
     picture(tmp_path / "a.png")
     with image_server(tmp_path) as url:
-        client, _, seg = client_for(trained_run.best_checkpoint, tmp_path / "state", url)
+        client, _, seg = client_for(open_client, trained_run.best_checkpoint, tmp_path / "state", url)
         assert client.post("/setup", json={"schema": SEG_CONFIG}).status_code == 200
         body = client.post("/predict", json={"tasks": [{"id": 1, "data": {"image": "/data/upload/a.png"}}]}).json()
     [region] = body["results"][0]["result"]
@@ -133,10 +132,11 @@ def test_a_segmentation_model_pre_labels_every_class_the_config_names(trained_ru
     assert np.array_equal(result_masks({"result": [region]})[0][1], expect)
 
 
-def test_bad_configs_missing_keys_and_huge_images_are_errors_label_studio_shows(click_run, tmp_path):
+def test_bad_configs_missing_keys_and_huge_images_are_errors_label_studio_shows(open_client, click_run, tmp_path):
     picture(tmp_path / "big.png", (300, 300))
     with image_server(tmp_path) as url:
-        client, backend, _ = client_for(click_run.best_checkpoint, tmp_path / "state", url, Limits(max_pixels=10_000))
+        limits = Limits(max_pixels=10_000)
+        client, backend, _ = client_for(open_client, click_run.best_checkpoint, tmp_path / "state", url, limits)
         r = client.post("/setup", json={"schema": "<View><Image name='i' value='$i'/></View>"})
         assert r.status_code == 400 and "BrushLabels" in r.json()["error"]
         client.post("/setup", json={"schema": EXAMPLE})
@@ -159,7 +159,7 @@ def test_bad_configs_missing_keys_and_huge_images_are_errors_label_studio_shows(
     assert [c.positive for c in clicks] == [False, True] and label == "Object"
 
 
-def test_submitted_updated_and_deleted_annotations_keep_the_masks_current(click_run, tmp_path):
+def test_submitted_updated_and_deleted_annotations_keep_the_masks_current(open_client, click_run, tmp_path):
     picture(tmp_path / "a.png")
     square = np.zeros((64, 64), bool)
     square[16:44, 20:48] = True
@@ -177,7 +177,7 @@ def test_submitted_updated_and_deleted_annotations_keep_the_masks_current(click_
 
     task = {"id": 3, "data": {"image": "/data/upload/a.png"}}
     with image_server(tmp_path) as url:
-        client, backend, _ = client_for(click_run.best_checkpoint, tmp_path / "state", url)
+        client, backend, _ = client_for(open_client, click_run.best_checkpoint, tmp_path / "state", url)
         client.post("/setup", json={"schema": EXAMPLE})
         top = square.copy()
         top[30:] = False
@@ -201,7 +201,9 @@ def test_submitted_updated_and_deleted_annotations_keep_the_masks_current(click_
         assert [p[1].name for p in backend.store.pairs()] == ["task3_ann21_0.png"]
 
 
-def test_the_command_prints_a_config_and_a_restart_serves_the_last_accepted_model(click_run, tmp_path, capsys):
+def test_the_command_prints_a_config_and_a_restart_serves_the_last_accepted_model(
+    open_client, click_run, tmp_path, capsys
+):
     """`unetkit label-studio --config` prints a config the backend reads; started again on its state
     folder, the backend serves the model its last accepted retrain left (and says so as model_version)."""
     import json
@@ -220,6 +222,6 @@ def test_the_command_prints_a_config_and_a_restart_serves_the_last_accepted_mode
         {"version": 2, "model": "models/v2.safetensors", "accepted_at_retrain": 5, "history": []}))  # fmt: skip
     args = build_parser().parse_args(["label-studio", "builtin:clicks", "--state", str(state), "--no-learn"])
     app = build(args)
-    assert TestClient(app).get("/health").json()["model_version"] == "unetkit-v2"
+    assert open_client(app).get("/health").json()["model_version"] == "unetkit-v2"
     backend = app.state.backend
     assert backend.served.seg.meta.model == meta.model  # the accepted model, not builtin:clicks
