@@ -50,6 +50,7 @@ def main() -> None:
     timed = median_seconds({"ours": ours, "theirs": theirs}, rounds=7)
     a, b = timed["ours"], timed["theirs"]
     table = (
+        "## Rasterising COCO objects: unetkit vs pycocotools (cpu, coco320)\n\n"
         f"{header('python benchmarks/bench_formats.py')}\n"
         "| what | seconds (median of 7) | objects/s |\n| --- | --- | --- |\n"
         f"| unetkit: read_labels (parse + index, once) | {read_s:.3f} | |\n"

@@ -26,8 +26,19 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from click_focus import GRABCUT, grabcut_pairs  # noqa: E402
 from common import cpu_class, header, timeit, write_section  # noqa: E402
+
+GRABCUT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "grabcut"
+
+
+def grabcut_pairs():
+    """(RGB image, object mask, ignore mask: the 128 band) of each GrabCut image."""
+    from PIL import Image
+
+    for mask_path in sorted((GRABCUT / "masks").glob("*.png")):
+        m = np.asarray(Image.open(mask_path).convert("L"))
+        image = next(p for p in (GRABCUT / "images").glob(mask_path.stem + ".*"))
+        yield np.asarray(Image.open(image).convert("RGB")), m == 255, m == 128
 
 
 def first_click_inputs(seg, n: int) -> list[torch.Tensor]:

@@ -37,7 +37,7 @@ Box = tuple[int, int, int, int]
 class ClickOptions:
     """How a served click model takes clicks (`serve` / `annotate --zoom-in/--no-zoom-in`). zoom_in: RITM's
     zoom-in, never worse than the whole view where measured and better on small objects: ISBI cells after a
-    600 s fine-tune, NoC@90 12.3 against 13.9 (benchmarks/retrain_recipe_check.py; README, clicks)."""
+    600 s fine-tune, NoC@90 12.3 against 13.9 (a one-off check, in git history; docs/clicks.md)."""
 
     zoom_in: bool = True
 

@@ -55,7 +55,7 @@ class LearnConfig:
     min_train: int = 2
     clicks: int = 10  # the held-out protocol: clicks to IoU 0.90 (NoC@90), at most this many (RITM's clicker)
     zoom_in: bool = True  # ... with RITM's zoom-in, as the page's clicks are served (annotate --zoom-in)
-    lr: float = 1e-3  # fine-tuning's (the encoder's 0.1x): best of 1e-4/3e-4/1e-3, benchmarks/retrain_recipe_check.py
+    lr: float = 1e-3  # fine-tuning's (the encoder's 0.1x): best of 1e-4/3e-4/1e-3 on true masks (docs/clicks.md)
 
 
 VAL_SHARE = 0.15  # of the pictures not held out: training's val split (the share it would cut itself)
