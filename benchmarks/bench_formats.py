@@ -1,7 +1,7 @@
 """Rasterising a COCO file: every non-crowd instance of ../shared/data/coco320 (2,643 polygon objects on
 316 photos) drawn as unetkit's mask rule draws them (each object's shape.mask, pycocotools' polygon
-rasteriser under it) against pycocotools' own `COCO.annToMask` loop, one annotation at a time, in the
-same process; reading the JSON is timed apart. Median of 7 rounds, the two taking turns.
+rasteriser under it, inside each small object's box) against pycocotools' own `COCO.annToMask` loop, one
+annotation at a time, in the same process; reading the JSON is timed apart. Median of 7 rounds, the two taking turns.
 
     python benchmarks/bench_formats.py
 """

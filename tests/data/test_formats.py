@@ -310,3 +310,25 @@ def test_a_large_coco_file_is_indexed_without_drawing_a_mask(tmp_path, monkeypat
 
     ds = SegmentationDataset(splits["train"][:8], label_spec(splits["train"][0].mask.labels, "binary"))
     assert [int(ds[i][1].sum()) for i in range(8)] and len(drawn) == 8
+
+
+def test_a_polygon_rasterised_in_its_box_equals_pycocotools_on_the_whole_image():
+    """Polygons.mask draws a small object inside its box only; its pixels must be pycocotools' own, at
+    coordinates on rounding ties (x.1, x.3, ...: 5x + 0.5 lands on an integer), outside the image,
+    on its edges, in several rings, and for objects large enough to take the whole-image path."""
+    from unetkit.data.formats.geometry import Polygons
+
+    cm = pytest.importorskip("pycocotools.mask")
+    rng = np.random.default_rng(0)
+    h, w = 97, 131
+    for trial in range(300):
+        rings = []
+        for _ in range(1 + trial % 3):
+            cx, cy = rng.uniform(-10, w + 10), rng.uniform(-10, h + 10)
+            r = rng.uniform(0.5, 12 if trial % 4 else 80)
+            angles = np.sort(rng.uniform(0, 2 * np.pi, rng.integers(3, 12)))
+            pts = np.stack([cx + r * np.cos(angles), cy + r * np.sin(angles)], 1).ravel()
+            rings.append(tuple(np.round(pts, 1 if trial % 2 else 2).tolist()))
+        rles = cm.frPyObjects([list(r) for r in rings], h, w)
+        want = cm.decode(cm.merge(rles)) > 0
+        assert np.array_equal(Polygons(tuple(rings)).mask(h, w), want), f"trial {trial}: {rings}"

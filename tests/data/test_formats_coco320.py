@@ -33,6 +33,16 @@ def test_instances_and_masks_equal_pycocotools(coco320):
         for k, ann in enumerate(anns):  # instances in file order, one per annotation
             assert np.array_equal(item.instances[k].shape.mask(*item.size), ref.annToMask(ann).astype(bool))
         assert np.array_equal(render(item, "instances", target=0) == 1, ref.annToMask(anns[0]).astype(bool))
+    by_id = {}
+    for a in ref.dataset["annotations"]:
+        by_id.setdefault(a["image_id"], []).append(a)
+    differ = [
+        (item.entry, k)
+        for item in labels.images
+        for k, ann in enumerate(by_id.get(int(item.entry.split()[-1]), []))
+        if not ann["iscrowd"] and not np.array_equal(item.instances[k].shape.mask(*item.size), ref.annToMask(ann) > 0)
+    ]
+    assert not differ, f"{len(differ)} objects differ from annToMask, e.g. {differ[:3]}"
 
 
 def test_polygons_traced_from_coco320_masks_keep_iou_099(coco320):

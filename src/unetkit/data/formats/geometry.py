@@ -9,6 +9,7 @@ formats such as YOLO and LabelMe have one point list per object and no holes of 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,9 +31,18 @@ class Polygons:
     rings: tuple[tuple[float, ...], ...]
 
     def mask(self, h: int, w: int) -> np.ndarray:
+        """pycocotools' pixels exactly; a small object is rasterised in its box only (most COCO objects
+        cover under 1% of their picture, and decoding a whole-picture RLE per object was the cost)."""
         cm = _coco_mask()
-        rles = cm.frPyObjects([list(r) for r in self.rings], h, w)
-        return cm.decode(rles[0] if len(rles) == 1 else cm.merge(rles)).view(bool)  # 0/1 bytes: no copy
+        box, rings = _box_rings(self.rings, h, w)
+        if box is None:
+            rles = cm.frPyObjects([list(r) for r in self.rings], h, w)
+            return cm.decode(rles[0] if len(rles) == 1 else cm.merge(rles)).view(bool)  # 0/1 bytes: no copy
+        y0, x0, y1, x1 = box
+        rles = cm.frPyObjects(rings, y1 - y0, x1 - x0)
+        out = np.zeros((h, w), bool)
+        out[y0:y1, x0:x1] = cm.decode(rles[0] if len(rles) == 1 else cm.merge(rles)).view(bool)
+        return out
 
     def outside(self, h: int, w: int) -> bool:
         """Whether a point lies outside the image (the rasteriser clips it)."""
@@ -54,6 +64,35 @@ class CocoRle:
         else:
             rle = cm.frPyObjects({"size": list(self.size), "counts": list(self.counts)}, *self.size)
         return cm.decode(rle).view(bool)
+
+
+def _box_rings(rings, h: int, w: int, margin: int = 2):
+    """(box, rings moved into it) for rasterising a polygon inside its box, or (None, None) where the box
+    is most of the image. pycocotools first maps each coordinate to the integer (int)(5 * v + 0.5); the
+    moved rings are chosen so that it maps them to exactly those integers less 5 * the box's corner
+    (shifting the floats themselves moved 1-20 pixels of 454 of coco320's 2,643 objects, at rounding
+    ties), and the box keeps `margin` pixels around the polygon except where it meets the image's edge,
+    as the image clips it."""
+    xs = [v for r in rings for v in r[0::2]]
+    ys = [v for r in rings for v in r[1::2]]
+    x0, y0 = max(0, math.floor(min(xs)) - margin), max(0, math.floor(min(ys)) - margin)
+    x1, y1 = min(w, math.ceil(max(xs)) + margin), min(h, math.ceil(max(ys)) + margin)
+    if x1 <= x0 or y1 <= y0 or (x1 - x0) * (y1 - y0) * 2 > h * w:
+        return None, None
+    moved = []  # plain floats: per coordinate, numpy's call overhead cost more than the arithmetic
+    for r in rings:
+        flat = [0.0] * len(r)
+        flat[0::2] = [_moved(v, 5 * x0) for v in r[0::2]]
+        flat[1::2] = [_moved(v, 5 * y0) for v in r[1::2]]
+        moved.append(flat)
+    return (y0, x0, y1, x1), moved
+
+
+def _moved(v: float, offset: int) -> float:
+    """A coordinate that pycocotools' (int)(5 * v + 0.5) maps to that of `v` less `offset` (C's cast
+    truncates toward zero, as math.trunc does; the same double arithmetic in both)."""
+    n = math.trunc(5.0 * v + 0.5) - offset
+    return (n + 0.1) / 5 if n >= 0 else (n - 0.9) / 5
 
 
 def rle_encode(mask: np.ndarray) -> dict:
