@@ -92,7 +92,38 @@ def isbi_cells(out: Path, gt: Path, n: int, per_slice: int = 4) -> None:
             return
 
 
-DOMAINS = {"camvid-cars": camvid_cars, "isbi-cells": isbi_cells}
+def grabcut_masks():
+    """(image path, object mask) of each GrabCut image; its 128 band counted as background."""
+    for mask_path in sorted((SHARED / "grabcut" / "masks").glob("*.png")):
+        image = next((SHARED / "grabcut" / "images").glob(mask_path.stem + ".*"))
+        yield image, np.asarray(Image.open(mask_path).convert("L")) == 255
+
+
+def mixed(out: Path, gt: Path, n: int) -> None:
+    """A folder that is not one domain: coco320's held-out objects (pictures no model trained on),
+    GrabCut photos, CamVid cars and ISBI cells, interleaved one of each in turn (issue 45, item 6)."""
+    from click_mix import coco_objects
+
+    coco = ((p, m) for p, m, _, _ in coco_objects(every=1))
+    cells = ((image, mask) for _, image, mask in isbi_cell_masks())
+    sources = {"coco": coco, "grabcut": grabcut_masks(), "car": camvid_car_masks(), "cell": cells}
+    for k in range(n):
+        kind = list(sources)[k % len(sources)]
+        image, mask = next(sources[kind])
+        name = f"{k:03d}_{kind}"
+        Image.open(image).convert("RGB").save(out / f"{name}.png")
+        Image.fromarray(mask.astype(np.uint8) * 255).save(gt / f"{name}.png")
+
+
+DOMAINS = {"camvid-cars": camvid_cars, "isbi-cells": isbi_cells, "mixed": mixed}
+
+
+def model_id(model: str) -> str:
+    """The model a run started from, told apart when a shipped name gets new weights: builtin:NAME@sha."""
+    card = Path(__file__).resolve().parents[1] / "src" / "unetkit" / "weights" / f"{model.split(':')[-1]}.json"
+    if model.startswith("builtin:") and card.is_file():
+        return f"{model}@{json.loads(card.read_text())['sha256'][:8]}"
+    return model
 
 
 class Client:
@@ -210,7 +241,8 @@ def simulate(domain: str, n: int, learn: bool, proto: Protocol, work: Path) -> l
         proc.terminate()
         proc.wait(30)
     return [*rows, {"domain": domain, "learn": learn, "retrains": history, **asdict(proto),
-                    "machine": machine()["cpu"], "date": time.strftime("%Y-%m-%d %H:%M")}]  # fmt: skip
+                    "machine": machine()["cpu"], "date": time.strftime("%Y-%m-%d %H:%M"),
+                    "model_id": model_id(proto.model)}]  # fmt: skip
 
 
 def pace(client: Client, ahead: int, every: int) -> int:
@@ -283,6 +315,7 @@ def protocol_words(info: dict) -> str:
     words = [f"{info['threads']} retrain threads"] if info.get("threads") else []
     words += [f"{info['think']:g} s before each click"] if info.get("think") else []
     words += ["zoom-in"] if info.get("zoom_in") else []
+    words += [f"{info['model_id']}, {info['every']}/{info['minutes']:g} min"] if info.get("model_id") else []
     return "".join(f", {w}" for w in words)
 
 
@@ -290,7 +323,7 @@ def same_images_off(rows: list[dict], imgs: list[dict], info: dict) -> str:
     """Learning off's clicks per image on the images a learning-on run labelled in its second half,
     from the off run of the same domain on the same machine: the fair comparison, as re-ranking by
     the retrained model changes which images come late."""
-    alike = ("domain", "machine", "zoom_in")  # zoom-in changes the clicks too: compare like with like
+    alike = ("domain", "machine", "zoom_in", "model_id")  # zoom-in and the model change the clicks too
     offs = [i for i, o in runs(rows) if not o["learn"] and all(o.get(k) == info.get(k) for k in alike)]
     if not offs:
         return "-"
