@@ -104,3 +104,16 @@ def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         if "labelstudio" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def open_client():
+    """open_client(app) -> a started fastapi TestClient, closed (lifespan shutdown) after the test: an
+    app's inference pool and learner end with the test that made them, not whenever the garbage
+    collector finds the app (a pool thread that ran torch, left to a later collection)."""
+    import contextlib
+
+    from fastapi.testclient import TestClient
+
+    with contextlib.ExitStack() as stack:
+        yield lambda app: stack.enter_context(TestClient(app))
