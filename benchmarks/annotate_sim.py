@@ -92,21 +92,15 @@ def isbi_cells(out: Path, gt: Path, n: int, per_slice: int = 4) -> None:
             return
 
 
-def grabcut_masks():
-    """(image path, object mask) of each GrabCut image; its 128 band counted as background."""
-    for mask_path in sorted((SHARED / "grabcut" / "masks").glob("*.png")):
-        image = next((SHARED / "grabcut" / "images").glob(mask_path.stem + ".*"))
-        yield image, np.asarray(Image.open(mask_path).convert("L")) == 255
-
-
 def mixed(out: Path, gt: Path, n: int) -> None:
     """A folder that is not one domain: coco320's held-out objects (pictures no model trained on),
     GrabCut photos, CamVid cars and ISBI cells, interleaved one of each in turn (issue 45, item 6)."""
-    from click_mix import coco_objects
+    from click_mix import coco_objects, grabcut_objects
 
     coco = ((p, m) for p, m, _, _ in coco_objects(every=1))
+    grabcut = ((p, m) for p, m, _, _ in grabcut_objects())  # its 128 band counted as background
     cells = ((image, mask) for _, image, mask in isbi_cell_masks())
-    sources = {"coco": coco, "grabcut": grabcut_masks(), "car": camvid_car_masks(), "cell": cells}
+    sources = {"coco": coco, "grabcut": grabcut, "car": camvid_car_masks(), "cell": cells}
     for k in range(n):
         kind = list(sources)[k % len(sources)]
         image, mask = next(sources[kind])

@@ -26,19 +26,18 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from click_mix import SHARED, grabcut_objects  # noqa: E402
 from common import cpu_class, header, timeit, write_section  # noqa: E402
 
-GRABCUT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "grabcut"
+GRABCUT = SHARED / "grabcut"
 
 
 def grabcut_pairs():
-    """(RGB image, object mask, ignore mask: the 128 band) of each GrabCut image."""
+    """(RGB image, object mask, ignore mask: the 128 band) of each GrabCut image (click_mix's reader)."""
     from PIL import Image
 
-    for mask_path in sorted((GRABCUT / "masks").glob("*.png")):
-        m = np.asarray(Image.open(mask_path).convert("L"))
-        image = next(p for p in (GRABCUT / "images").glob(mask_path.stem + ".*"))
-        yield np.asarray(Image.open(image).convert("RGB")), m == 255, m == 128
+    for path, gt, ignore, _ in grabcut_objects():
+        yield np.asarray(Image.open(path).convert("RGB")), gt, ignore
 
 
 def first_click_inputs(seg, n: int) -> list[torch.Tensor]:

@@ -35,13 +35,13 @@ class Polygons:
         cover under 1% of their picture, and decoding a whole-picture RLE per object was the cost)."""
         cm = _coco_mask()
         box, rings = _box_rings(self.rings, h, w)
+        y0, x0, y1, x1 = box or (0, 0, h, w)
+        rles = cm.frPyObjects(rings or [list(r) for r in self.rings], y1 - y0, x1 - x0)
+        drawn = cm.decode(rles[0] if len(rles) == 1 else cm.merge(rles)).view(bool)  # 0/1 bytes: no copy
         if box is None:
-            rles = cm.frPyObjects([list(r) for r in self.rings], h, w)
-            return cm.decode(rles[0] if len(rles) == 1 else cm.merge(rles)).view(bool)  # 0/1 bytes: no copy
-        y0, x0, y1, x1 = box
-        rles = cm.frPyObjects(rings, y1 - y0, x1 - x0)
+            return drawn
         out = np.zeros((h, w), bool)
-        out[y0:y1, x0:x1] = cm.decode(rles[0] if len(rles) == 1 else cm.merge(rles)).view(bool)
+        out[y0:y1, x0:x1] = drawn
         return out
 
     def outside(self, h: int, w: int) -> bool:
