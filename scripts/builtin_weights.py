@@ -210,7 +210,7 @@ def scores(name: str, run: Path) -> dict:
 
 def export(name: str, run: Path) -> Path:
     """int8 safetensors of best.pt into the package (unetkit.infer.quantize: per-channel int8 kernels, fp16
-    norms; three models fit the ~10 MB the package allows). The JSON beside it is replaced by the card."""
+    norms where they fit; three models fit the ~10 MB the package allows). The JSON beside it is replaced by the card."""
     from unetkit.api import export_safetensors, load_model
 
     model, meta = load_model(run / "checkpoints" / "best.pt")
@@ -242,7 +242,7 @@ def card(name: str, run: Path, weights: Path, score: dict) -> dict:
         "input_size": list(meta.size),
         "parameters": sum(p.numel() for p in model.parameters()),
         "storage": f"{STORAGE} safetensors (int8 kernels, one fp32 scale per output channel; fp16 norms and "
-        "biases) + this JSON; loaded as fp32",
+        "biases, fp32 where a value passes fp16's range) + this JSON; loaded as fp32",
         "trained_on": r.trained_on,
         "never_trained_on": "GrabCut (an evaluation set), any test split",
         "starts_from": starts_from(name, config),

@@ -27,6 +27,16 @@ def test_int8_round_trip_error_is_at_most_half_a_step_per_channel():
     assert storage_of(quantize_state(state, "fp32")) == "fp32"
 
 
+def test_a_tensor_past_fp16s_range_is_stored_fp32_not_infinite():
+    """The shipped clicks model's BatchNorm variance reached 90,181: in fp16 that was inf in 9 channels."""
+    var = torch.tensor([1.0, 90181.4, 65504.0])
+    for storage in ("int8", "fp16"):
+        q = quantize_state({"bn.running_var": var, "bn.running_mean": torch.ones(3)}, storage)
+        assert q["bn.running_var"].dtype == torch.float32 and q["bn.running_mean"].dtype == torch.float16
+        assert torch.equal(dequantize_state(q)["bn.running_var"], var)  # exact, finite
+    assert quantize_state({"v": torch.tensor([-70000.0])}, "fp16")["v"].dtype == torch.float32  # both signs
+
+
 def test_int8_export_is_small_and_predicts_like_the_fp32_model(trained_run, tmp_path):
     model, meta = load_model(trained_run.best_checkpoint)
     sizes = {}

@@ -1,5 +1,5 @@
 """Compact weight storage: int8 convolution kernels with one scale per output channel, everything
-else (biases, BatchNorm) as fp16. Four times smaller than fp32, half of fp16, which is what lets
+else (biases, BatchNorm) as fp16 where it fits (a tensor with a value past fp16's 65,504 stays fp32). Four times smaller than fp32, half of fp16, which is what lets
 three pretrained models ship inside the package; the weights are dequantised to fp32 on load, so
 inference and fine-tuning run as usual. A kernel's error is at most half a step: scale / 2, with
 scale = max |w| of its output channel / 127.
@@ -13,6 +13,16 @@ import torch
 
 SCALE_SUFFIX = ".int8_scale"
 STORAGE = ("fp32", "fp16", "int8")
+
+
+FP16_MAX = torch.finfo(torch.float16).max
+
+
+def _fits_fp16(t: torch.Tensor) -> bool:
+    """A BatchNorm running variance can pass fp16's range: the shipped clicks model's reached 90,181, and
+    fp16 storage made 9 of its channels infinite (their outputs stuck at the bias, and inf - inf = NaN
+    when a retrain averaged that model with its fine-tuned copy)."""
+    return bool(t.abs().max() <= FP16_MAX) if t.numel() else True
 
 
 def _quantizable(t: torch.Tensor) -> bool:
@@ -33,8 +43,10 @@ def quantize_state(state: dict[str, torch.Tensor], storage: str = "int8") -> dic
             scale = w.abs().amax(dim=(1, 2, 3)).clamp_min(1e-12) / 127
             out[name] = torch.round(w / scale.view(-1, 1, 1, 1)).clamp(-127, 127).to(torch.int8).contiguous()
             out[name + SCALE_SUFFIX] = scale.contiguous()
-        else:
+        elif _fits_fp16(t):
             out[name] = t.half().contiguous()
+        else:
+            out[name] = t.float().contiguous()
     return out
 
 
