@@ -210,7 +210,8 @@ def scores(name: str, run: Path) -> dict:
 
 def export(name: str, run: Path) -> Path:
     """int8 safetensors of best.pt into the package (unetkit.infer.quantize: per-channel int8 kernels, fp16
-    norms where they fit; three models fit the ~10 MB the package allows). The JSON beside it is replaced by the card."""
+    norms where they fit; three models fit the ~10 MB the package allows). The JSON beside it is replaced by
+    the card."""
     from unetkit.api import export_safetensors, load_model
 
     model, meta = load_model(run / "checkpoints" / "best.pt")
