@@ -214,6 +214,8 @@ def test_the_candidate_is_served_only_if_it_scores_at_least_as_well(click_run, t
     assert len(held) == 3 and trained and not held & trained  # never trained on, not even as val
     assert evaluate[evaluate.index("--split") + 1] == "test" and "--recorded-split" in evaluate
     assert evaluate[evaluate.index("--zoom-in") + 1] == "true"  # scored as the page's clicks are served
+    # the candidate scored and served is the tuned model averaged with the starting one (keep_base)
+    assert seen[-1][1].endswith("candidate.safetensors") and learner.state["history"][-1]["keep_base"] == 0.5
 
 
 def test_accepted_masks_retrain_and_swap_the_served_model(open_client, click_run, learn_dir, tmp_path):

@@ -60,6 +60,10 @@ def add_retrain_flags(p, learn_help: str) -> None:
                         "share by name")  # fmt: skip
     p.add_argument("--retrain-threads", type=positive(int), default=d.threads,
                    help=f"compute threads of a retrain, at nice 10 (default: every core, {d.threads})")  # fmt: skip
+    p.add_argument("--retrain-keep-base", type=share, default=d.keep_base,
+                   help="the starting model's share in every retrained model: its weights and the retrained ones "
+                        f"averaged, so objects unlike those labelled so far are not forgotten (0-1, default: "
+                        f"{d.keep_base:g}; 0 = the retrained model alone)")  # fmt: skip
 
 
 def learn_config(args: argparse.Namespace):
@@ -67,7 +71,18 @@ def learn_config(args: argparse.Namespace):
     from unetkit.serve.learning import LearnConfig
 
     return LearnConfig(every=args.retrain_every, minutes=args.retrain_minutes, threads=args.retrain_threads,
-                       zoom_in=args.zoom_in, heldout=args.retrain_heldout)  # fmt: skip
+                       zoom_in=args.zoom_in, heldout=args.retrain_heldout,
+                       keep_base=args.retrain_keep_base)  # fmt: skip
+
+
+def share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a share between 0 and 1")
+    return value
 
 
 def positive(kind):
