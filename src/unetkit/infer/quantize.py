@@ -1,8 +1,8 @@
 """Compact weight storage: int8 convolution kernels with one scale per output channel, everything
 else (biases, BatchNorm) as fp16 where it fits (a tensor with a value past fp16's 65,504 stays fp32).
 Four times smaller than fp32, half of fp16, which is what lets three pretrained models ship inside
-the package; the weights are dequantised to fp32 on load, so inference and fine-tuning run as usual. A kernel's error is at most half a step: scale / 2, with
-scale = max |w| of its output channel / 127.
+the package; the weights are dequantised to fp32 on load, so inference and fine-tuning run as usual.
+A kernel's error is at most half a step: scale / 2, with scale = max |w| of its output channel / 127.
 
 Each quantised tensor NAME is stored as NAME (int8) and NAME + SCALE_SUFFIX (fp32, one per output
 channel); a file needs no other marker, and a file without such pairs loads unchanged."""
