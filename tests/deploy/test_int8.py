@@ -125,8 +125,13 @@ def test_export_int8_cli(trained_run, cache, tmp_path, capsys):
     assert report["passed"] and out.stat().st_size > 0
     import onnx
 
-    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
-    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    graph = onnx.load(str(out)).graph
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= {n.op_type for n in graph.node}
+    dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    convs = [n for n in graph.node if n.op_type in ("Conv", "ConvTranspose")]
+    k = int8.EDGE_CONVS
+    assert k and all(c.input[1] not in dequantized for c in convs[:k] + convs[-k:])  # fp32 at both ends
+    assert all(c.input[1] in dequantized for c in convs[k:-k] if c.op_type == "Conv")  # int8 between them
 
 
 def test_int8_needs_the_runs_data(trained_run, cache, monkeypatch):

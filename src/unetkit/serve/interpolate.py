@@ -1,7 +1,8 @@
 """Weight-space interpolation between a fine-tuned model and the model it started from (WiSE-FT,
 Wortsman et al. 2022): w = keep * w_base + (1 - keep) * w_tuned. A retrain on a few dozen masks of the
-objects labelled so far gains on those and forgets the rest; halfway back to the base keeps most of the
-gain and most of what the base knew (annotate_sim's mixed folder: benchmarks/RESULTS.md, annotate-sim)."""
+objects labelled so far gains on those and forgets the rest; halfway back to the base forgets less and
+gains less (annotate_sim, benchmarks/RESULTS.md annotate-sim: a mixed folder +4.8% clicks instead of
++14.7% against learning off; ISBI cells 13% fewer, where keep 0 with the model before had 32%)."""
 
 from __future__ import annotations
 

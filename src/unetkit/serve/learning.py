@@ -58,7 +58,8 @@ class LearnConfig:
     zoom_in: bool = True  # ... with RITM's zoom-in, as the page's clicks are served (annotate --zoom-in)
     lr: float = 1e-3  # fine-tuning's (the encoder's 0.1x): best of 1e-4/3e-4/1e-3 on true masks (docs/clicks.md)
     # the starting model's share in every candidate (serve/interpolate.py): a retrain on the objects labelled
-    # so far forgets the others (mixed folder: coco photos 13.6 -> 17.4 clicks with keep 0); 0 = the tuned model
+    # so far forgets the others. annotate_sim, 2nd half vs learning off: mixed folder +14.7% clicks at 0 (the
+    # tuned model alone), +4.8% at 0.5; but ISBI cells 13% fewer at 0.5 where 0 had 32% (docs/clicks.md)
     keep_base: float = 0.5
 
 
