@@ -200,6 +200,7 @@ class Protocol:
     threads: int = 0  # --retrain-threads; 0: annotate's default
     zoom_in: bool = True  # annotate's --zoom-in (its default); runs before 2026-12-06 15:00 had none
     keep_base: float = 0.5  # annotate's --retrain-keep-base; runs before 2026-12-07 16:00 had none (0)
+    heldout: str = "latest+earlier"  # annotate's --retrain-heldout; runs before 2026-12-07 19:00: "latest"
 
 
 def simulate(domain: str, n: int, learn: bool, proto: Protocol, work: Path) -> list[dict]:
@@ -215,6 +216,7 @@ def simulate(domain: str, n: int, learn: bool, proto: Protocol, work: Path) -> l
     flags += ["--retrain-minutes", str(proto.minutes), "--model", proto.model, "--port", str(port)]
     flags += ["--retrain-threads", str(proto.threads)] if proto.threads else []
     flags += ["--zoom-in" if proto.zoom_in else "--no-zoom-in", "--retrain-keep-base", str(proto.keep_base)]
+    flags += ["--retrain-heldout", proto.heldout]
     cmd = [sys.executable, "-m", "unetkit", "annotate", str(folder), *flags]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=(work / f"{domain}-{learn}.log").open("w"))
     client, rows = Client(f"http://127.0.0.1:{port}"), []
@@ -311,6 +313,7 @@ def protocol_words(info: dict) -> str:
     words += [f"{info['think']:g} s before each click"] if info.get("think") else []
     words += ["zoom-in"] if info.get("zoom_in") else []
     words += [f"keep base {info['keep_base']:g}"] if info.get("learn") and "keep_base" in info else []
+    words += [f"held out: {info['heldout']}"] if info.get("learn") and "heldout" in info else []
     words += [f"{info['model_id']}, {info['every']}/{info['minutes']:g} min"] if info.get("model_id") else []
     return "".join(f", {w}" for w in words)
 
@@ -391,10 +394,11 @@ def main() -> None:
     ap.add_argument("--retrain-threads", type=int, default=0, help="annotate's --retrain-threads (0: its default)")
     ap.add_argument("--zoom-in", action=argparse.BooleanOptionalAction, default=True, help="annotate's --zoom-in")
     ap.add_argument("--keep-base", type=float, default=0.5, help="annotate's --retrain-keep-base")
+    ap.add_argument("--heldout", default="latest+earlier", help="annotate's --retrain-heldout")
     ap.add_argument("--table", action="store_true")
     args = ap.parse_args()
     proto = Protocol(args.every, args.minutes, args.model, args.think, args.retrain_threads, args.zoom_in,
-                     args.keep_base)  # fmt: skip
+                     args.keep_base, args.heldout)  # fmt: skip
     if not args.table:
         with tempfile.TemporaryDirectory(prefix="annotate-sim-") as tmp:
             for domain in args.domain or list(DOMAINS):

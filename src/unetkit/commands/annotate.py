@@ -55,9 +55,10 @@ def add_retrain_flags(p, learn_help: str) -> None:
                    help=f"retrain after this many newly accepted masks (default: {d.every})")  # fmt: skip
     p.add_argument("--retrain-minutes", type=positive(float), default=d.minutes,
                    help=f"training time bound of one retrain (default: {d.minutes:g})")  # fmt: skip
-    p.add_argument("--retrain-heldout", choices=("latest", "hash"), default=d.heldout,
-                   help="which accepted masks score a retrained model: the latest ones (default), or a stable "
-                        "share by name")  # fmt: skip
+    p.add_argument("--retrain-heldout", choices=("latest+earlier", "latest", "hash"), default=d.heldout,
+                   help="which accepted masks score a retrained model, which must do no worse on each group: the "
+                        "latest ones and a stable share of the earlier ones (default), the latest alone, or a "
+                        "stable share by name")  # fmt: skip
     p.add_argument("--retrain-threads", type=positive(int), default=d.threads,
                    help=f"compute threads of a retrain, at nice 10 (default: every core, {d.threads})")  # fmt: skip
     p.add_argument("--retrain-keep-base", type=share, default=d.keep_base,

@@ -61,3 +61,11 @@ def latest(groups: dict[str, list[str]], pairs: list[tuple[Path, Path]], share: 
         chosen.add(k)
         count += len(groups[k])
     return {s for k in chosen for s in groups[k]}
+
+
+def earlier(groups: dict[str, list[str]], recent: set[str], share: float, maximum: int) -> set[str]:
+    """A stable share of the pictures accepted before the `recent` ones (`pick` by hash, no minimum, at
+    most `maximum` images), held out beside them: a candidate tuned on what is labelled now must not
+    have forgotten what came before. As the pool grows a held-out picture may move to training, never
+    back (a picture that leaves `recent` joins the pool held out or trained on from then on)."""
+    return pick({k: stems for k, stems in groups.items() if not recent & set(stems)}, share, 0, maximum)

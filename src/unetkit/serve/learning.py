@@ -25,8 +25,9 @@ from pathlib import Path
 from unetkit.data.labels import write_atomic
 from unetkit.deploy.export import export_safetensors
 from unetkit.infer.checkpoint import load_model
-from unetkit.serve.heldout import latest, pick, pictures
+from unetkit.serve.heldout import earlier, latest, pick, pictures
 from unetkit.serve.interpolate import interpolate_checkpoints
+from unetkit.serve.promotion import group_scores, metric, promoted
 
 STATE_DIR = ".unetkit"
 
@@ -46,13 +47,17 @@ class LearnConfig:
     # per click during a retrain), 1 thread 22% (124 ms).
     threads: int = field(default_factory=usable_cores)
     nice: int = 10  # the retrain's priority below the server's
-    # which accepted masks score a candidate (never trained on): "latest", the most recently accepted (a
-    # folder whose next images hold other objects than its first is judged on what comes next), or "hash":
-    # a stable share by name (the first recipe: a candidate tuned on early objects passed on early ones)
-    heldout: str = "latest"
+    # which accepted masks score a candidate (never trained on): "latest+earlier", the most recently accepted
+    # and a stable share of the ones before (a candidate must do no worse on each: serve/promotion.py);
+    # "latest" alone (a folder whose next images hold other objects than its first is judged on what comes
+    # next, but not on what it forgot), or "hash": a stable share by name (the first recipe: a candidate
+    # tuned on early objects passed on early ones)
+    heldout: str = "latest+earlier"
     heldout_share: float = 0.2  # of the accepted masks, scored and never trained on
     min_heldout: int = 3
-    max_heldout: int = 12  # scoring grows with it and eats the bound: 19 held out left 73 s of 180 to train
+    max_heldout: int = 8  # scoring grows with it and eats the bound: 19 held out left 73 s of 180 to train
+    earlier_share: float = 0.2  # "latest+earlier": of the masks before the latest, held out by hash ...
+    max_earlier: int = 4  # ... at most this many (max_heldout + max_earlier: 12 scored at most)
     min_train: int = 2
     clicks: int = 10  # the held-out protocol: clicks to IoU 0.90 (NoC@90), at most this many (RITM's clicker)
     zoom_in: bool = True  # ... with RITM's zoom-in, as the page's clicks are served (annotate --zoom-in)
@@ -97,42 +102,6 @@ def train_limit(bound_s: float, scoring_s: float) -> int:
     return max(1, round(max(bound_s / 4, bound_s - STARTUP_S - PROMOTE_S - 2 * scoring_s)))
 
 
-def score(summary: dict) -> dict:
-    """What the person pays: the clicks an image needs to reach IoU 0.90 (NoC@90, lower is better), the
-    mean IoU over the clicks, and the share of images that never reached 0.90 within them."""
-    ious = summary["iou_at_clicks"]
-    failed = summary.get("nof90", 0) / max(1, int(summary.get("num_images", 1)))
-    return {
-        "noc90": round(float(summary["noc90"]), 3),
-        "iou": round(float(sum(ious) / len(ious)), 4),
-        "failed": round(float(failed), 3),
-    }
-
-
-def by_iou(old: dict) -> bool:
-    """Most held-out masks never reached 0.90 with the served model: their NoC@90 is the click cap and
-    says nothing, so the mean IoU over the clicks decides. (ISBI's cells: nine candidates raised it, e.g.
-    0.48 -> 0.58, 0.60 -> 0.66, and all were refused for 0.2-2 more clicks on 4-12 cells, mostly capped.)"""
-    return old.get("failed", 0) > 0.5
-
-
-def metric(old: dict, clicks: int) -> str:
-    """The promotion rule's measure in words, as the page and the history show it."""
-    if by_iou(old):
-        return f"mean IoU over {clicks} clicks on the held-out masks (most never reach 0.90; higher is better)"
-    return f"clicks to IoU 0.90 on the held-out masks (NoC@90, at most {clicks}; lower is better)"
-
-
-def better_or_equal(new: dict, old: dict) -> bool:
-    """The promotion rule: a candidate must need no more clicks than the served model (at equal
-    clicks, no lower IoU); where NoC@90 is mostly the cap (`by_iou`), no lower mean IoU. (Mean IoU
-    alone misled where 0.90 is reached: fine-tuned on CamVid cars, a model gained there and needed
-    more clicks to reach 0.90, its edges worse.)"""
-    if by_iou(old):
-        return new["iou"] >= old["iou"]
-    return (new["noc90"], -new["iou"]) <= (old["noc90"], -old["iou"])
-
-
 def child_setup(nice: int) -> Callable[[], None]:
     """What a retrain's child runs before exec: a lower priority and, on Linux, death with the server
     (PR_SET_PDEATHSIG: uvicorn re-raises SIGTERM after shutdown, so atexit alone misses a kill)."""
@@ -163,7 +132,7 @@ class Learner:
         self.job: threading.Thread | None = None
         self.process: subprocess.Popen | None = None
         self.started: float | None = None
-        self.promote = better_or_equal  # (new score, old score) -> serve the candidate?
+        self.promote = promoted  # (new scores, old scores by held-out group) -> serve the candidate?
         atexit.register(self.stop)
 
     @property
@@ -241,24 +210,36 @@ class Learner:
         if rc != 0:
             raise RuntimeError(f"unetkit {cmd[0]} exited with {rc} (see {log})")
 
-    def _score(self, checkpoint: str, csv: Path, out: Path, log: Path) -> dict:
-        """The clicks-to-IoU protocol on the held-out masks (the csv's test rows), in a child process."""
+    def _score(self, checkpoint: str, csv: Path, out: Path, log: Path, parts: dict[str, set[str]]) -> dict:
+        """The clicks-to-IoU protocol on the held-out masks (the csv's test rows), in a child process: the
+        score of each group of `parts` (image files as the csv names them) and of them all ("all", as the
+        page shows it)."""
         clicks = str(self.config.clicks)
         # --recorded-split false: the csv's val rows, not the split the old model recorded for its own csv
         self._run(["evaluate", checkpoint, "--data", str(csv), "--split", "test", "--recorded-split", "false",
                    "--clicks", clicks, "--zoom-in", str(self.config.zoom_in).lower(), "--out", str(out)],
                   log, 600)  # fmt: skip
-        return score(json.loads((out / "summary.json").read_text()))
+        return group_scores(out / "per_image.csv", {**parts, "all": set().union(*parts.values())})
 
-    def _split_csv(self, work: Path, pairs: list) -> tuple[Path, set[str], set[str]]:
-        """work/data.csv: the accepted pairs with the held-out ones as test (latest or by hash) and a val share
-        of the rest for training's progress (never its pick), a picture's copies in one split."""
+    def _heldout(self, groups: dict[str, list[str]], pairs: list) -> dict[str, set[str]]:
+        """The held-out stems by group (serve/promotion.py): "latest" (or "hash"), and with
+        "latest+earlier" a share of the earlier pictures where enough stay to train on."""
         c = self.config
+        if c.heldout == "hash":
+            return {"hash": pick(groups, c.heldout_share, c.min_heldout, c.max_heldout)}
+        parts = {"latest": latest(groups, pairs, c.heldout_share, c.min_heldout, c.max_heldout)}
+        if c.heldout == "latest+earlier":
+            early = earlier(groups, parts["latest"], c.earlier_share, c.max_earlier)
+            rest = sum(img.stem not in parts["latest"] | early for img, _ in pairs)
+            parts |= {"earlier": early} if early and rest >= c.min_train else {}
+        return parts
+
+    def _split_csv(self, work: Path, pairs: list) -> tuple[Path, dict[str, set[str]], set[str]]:
+        """work/data.csv: the accepted pairs with the held-out ones as test (by group: `_heldout`) and a val
+        share of the rest for training's progress (never its pick), a picture's copies in one split."""
         groups = pictures([img for img, _ in pairs])  # each image read once
-        if c.heldout == "latest":
-            held = latest(groups, pairs, c.heldout_share, c.min_heldout, c.max_heldout)
-        else:
-            held = pick(groups, c.heldout_share, c.min_heldout, c.max_heldout)
+        parts = self._heldout(groups, pairs)
+        held = set().union(*parts.values())
         rest = {k: stems for k, stems in groups.items() if k not in held}
         rows = [img.stem for img, _ in pairs]  # an image's stem once per mask (a tool's objects share one)
         n_rest = sum(s not in held for s in rows)
@@ -270,17 +251,14 @@ class Learner:
         with csv.open("w", newline="") as f:
             rows = [(img.resolve(), mask.resolve(), split.get(img.stem, "train")) for img, mask in pairs]
             writer(f).writerows([("image", "mask", "split"), *rows])
-        return csv, held, val
+        return csv, parts, val
 
-    def _job(self, work: Path, version: int) -> dict:
-        """Train a candidate from the current model, score both on the held-out masks, promote or not."""
+    def _train(self, work: Path, csv: Path, log: Path, t0: float, scoring: float) -> tuple[Path, int]:
+        """The candidate: the served model fine-tuned on the csv's train rows within the retrain's bound
+        (less the two scorings), then averaged with the starting model (keep_base); and its time limit."""
         c = self.config
-        pairs = self.pairs()
-        csv, held, val = self._split_csv(work, pairs)
         _, meta = load_model(self.current)
-        run, log, t0 = work / "run", work / "log.txt", time.time()
-        scores = {"old": self._score(self.current, csv, work / "eval-old", log)}
-        scoring = time.time() - t0
+        run = work / "run"
         limit = train_limit(c.minutes * 60, scoring)  # the whole job, both scorings included, fits
         # The held-out rows are the csv's test split: training never sees them, not even to pick its best
         # epoch (that would flatter the candidate), so the candidate is the end of the schedule, last.pt.
@@ -301,19 +279,32 @@ class Learner:
                 raise
         if c.keep_base > 0:
             candidate = interpolate_checkpoints(self.base, str(candidate), c.keep_base, work / "candidate.safetensors")
-        scores["new"] = self._score(str(candidate), csv, work / "eval-new", log)
+        return candidate, limit
+
+    def _job(self, work: Path, version: int) -> dict:
+        """Train a candidate from the current model, score both on the held-out masks, promote or not."""
+        c = self.config
+        pairs = self.pairs()
+        csv, parts, val = self._split_csv(work, pairs)
+        log, t0 = work / "log.txt", time.time()
+        files = {g: {str(img.resolve()) for img, _ in pairs if img.stem in stems} for g, stems in parts.items()}
+        old = self._score(self.current, csv, work / "eval-old", log, files)
+        candidate, limit = self._train(work, csv, log, t0, time.time() - t0)
+        new = self._score(str(candidate), csv, work / "eval-new", log, files)
+        held = set().union(*parts.values())
         result = {
             "heldout": sum(img.stem in held for img, _ in pairs),
             "trained_on": sum(img.stem not in held and img.stem not in val for img, _ in pairs),
-            "score_old": scores["old"]["noc90"],
-            "score_new": scores["new"]["noc90"],
-            "iou_old": scores["old"]["iou"],
-            "iou_new": scores["new"]["iou"],
-            "metric": metric(scores["old"], c.clicks),
+            "score_old": old["all"]["noc90"],
+            "score_new": new["all"]["noc90"],
+            "iou_old": old["all"]["iou"],
+            "iou_new": new["all"]["iou"],
+            "metric": metric(old["all"], c.clicks),
+            "groups": {g: {"heldout": len(parts[g]), "old": old.get(g), "new": new.get(g)} for g in parts},
             "train_limit_s": limit,
             "keep_base": c.keep_base,
         }
-        if not self.promote(scores["new"], scores["old"]):
+        if not self.promote({g: new[g] for g in parts if g in new}, {g: old[g] for g in parts if g in old}):
             return {**result, "outcome": "rejected (worse on the held-out masks)"}
         model, new_meta = load_model(candidate)
         name = f"models/v{version}.safetensors"
