@@ -1,11 +1,12 @@
 """Learning while labelling (`unetkit annotate DIR`, on unless --no-learn): after every `every` newly
 accepted masks, a background job fine-tunes the served click model on all accepted masks of DIR
-(the click-training recipe, from the model in use), holding out a stable share of them, and the new
-model replaces the served one only if it needs no more simulated clicks to reach IoU 0.90 on those
-held-out masks. The job runs as child processes at a lower priority with their own
-thread count and a time bound, so the page keeps answering clicks, and a job that crashes or is
-killed changes nothing. Accepted masks on disk stay the source of truth; DIR/.unetkit/ keeps each
-accepted model with its card and state.json names the one in use, so a restart resumes with it."""
+(the click-training recipe, from the model in use), holding out the latest of them and a stable share
+of the earlier ones, and the new model replaces the served one only if it needs no more simulated
+clicks to reach IoU 0.90 on either group (serve/promotion.py). The job runs as child processes at a
+lower priority with their own thread count and a time bound, so the page keeps answering clicks, and
+a job that crashes or is killed changes nothing. Accepted masks on disk stay the source of truth;
+DIR/.unetkit/ keeps each accepted model with its card and state.json names the one in use, so a
+restart resumes with it."""
 
 from __future__ import annotations
 
