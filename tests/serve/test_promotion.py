@@ -54,6 +54,15 @@ def test_group_scores_are_the_protocols_numbers_over_each_groups_images(tmp_path
     assert group_scores(path, {"all": set(rows)})["all"] == whole
 
 
+def test_an_image_labelled_once_per_object_counts_each_mask(tmp_path):
+    """A labelling tool's task: one image, a mask per object, a per_image.csv row per mask."""
+    path = per_image_csv(tmp_path / "per_image.csv", {"/d/a.png": [0.95, 0.96], "/d/b.png": [0.5, 0.6]})
+    text = path.read_text().splitlines()
+    path.write_text("\n".join([*text, text[2].replace("/d/b.png", "/d/a.png")]) + "\n")  # a's 2nd object
+    got = group_scores(path, {"task": {"/d/a.png"}})["task"]
+    assert got == {"noc90": 1.5, "iou": round((0.95 + 0.96 + 0.5 + 0.6) / 4, 4), "failed": 0.5}
+
+
 def test_a_candidate_must_do_no_worse_on_every_group():
     """Issue 45 item 6: tuned on the latest objects and better on them, but worse on the earlier ones
     (forgotten): not served."""

@@ -26,16 +26,17 @@ def score(summary: dict) -> dict:
 
 
 def group_scores(per_image: Path, groups: dict[str, set[str]]) -> dict[str, dict]:
-    """`score` of each group of held-out images (their files, as evaluate's per_image.csv names them);
-    a group with no image in the file is left out."""
-    rows: dict[str, tuple[float, np.ndarray]] = {}
+    """`score` of each group of held-out images (their files, as evaluate's per_image.csv names them;
+    an image labelled once per object has a row per mask, each counted); a group with no image in the
+    file is left out."""
+    rows: dict[str, list[tuple[float, np.ndarray]]] = {}
     with per_image.open(newline="") as f:
         for r in csv.DictReader(f):
             ious = np.array([float(r[k]) for k in r if k.startswith("iou_")])
-            rows[r["image"]] = (float(r["noc90"]), ious)
+            rows.setdefault(r["image"], []).append((float(r["noc90"]), ious))
     out = {}
     for name, files in groups.items():
-        got = [rows[f] for f in sorted(files) if f in rows]
+        got = [row for f in sorted(files) for row in rows.get(f, [])]
         if got:
             curves = np.stack([ious for _, ious in got])
             summary = {"noc90": np.mean([noc for noc, _ in got]), "iou_at_clicks": curves.mean(0).tolist(),
