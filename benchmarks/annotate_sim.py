@@ -201,6 +201,7 @@ class Protocol:
     zoom_in: bool = True  # annotate's --zoom-in (its default); runs before 2026-12-06 15:00 had none
     keep_base: float = 0.5  # annotate's --retrain-keep-base; runs before 2026-12-07 16:00 had none (0)
     heldout: str = "latest+earlier"  # annotate's --retrain-heldout; runs before 2026-12-07 19:00: "latest"
+    route: bool = True  # annotate's --retrain-route; runs before 2026-12-07 22:00 had none (their rows: no "route")
 
 
 def simulate(domain: str, n: int, learn: bool, proto: Protocol, work: Path) -> list[dict]:
@@ -216,7 +217,7 @@ def simulate(domain: str, n: int, learn: bool, proto: Protocol, work: Path) -> l
     flags += ["--retrain-minutes", str(proto.minutes), "--model", proto.model, "--port", str(port)]
     flags += ["--retrain-threads", str(proto.threads)] if proto.threads else []
     flags += ["--zoom-in" if proto.zoom_in else "--no-zoom-in", "--retrain-keep-base", str(proto.keep_base)]
-    flags += ["--retrain-heldout", proto.heldout]
+    flags += ["--retrain-heldout", proto.heldout, "--retrain-route" if proto.route else "--no-retrain-route"]
     cmd = [sys.executable, "-m", "unetkit", "annotate", str(folder), *flags]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=(work / f"{domain}-{learn}.log").open("w"))
     client, rows = Client(f"http://127.0.0.1:{port}"), []
@@ -314,6 +315,7 @@ def protocol_words(info: dict) -> str:
     words += ["zoom-in"] if info.get("zoom_in") else []
     words += [f"keep base {info['keep_base']:g}"] if info.get("learn") and "keep_base" in info else []
     words += [f"held out: {info['heldout']}"] if info.get("learn") and "heldout" in info else []
+    words += ["routed"] if info.get("learn") and info.get("route") else []
     words += [f"{info['model_id']}, {info['every']}/{info['minutes']:g} min"] if info.get("model_id") else []
     return "".join(f", {w}" for w in words)
 
@@ -393,12 +395,19 @@ def main() -> None:
     ap.add_argument("--think", type=float, default=0.0, help="seconds before each click (0: back to back)")
     ap.add_argument("--retrain-threads", type=int, default=0, help="annotate's --retrain-threads (0: its default)")
     ap.add_argument("--zoom-in", action=argparse.BooleanOptionalAction, default=True, help="annotate's --zoom-in")
-    ap.add_argument("--keep-base", type=float, default=0.5, help="annotate's --retrain-keep-base")
+    ap.add_argument(
+        "--keep-base",
+        type=float,
+        default=None,
+        help="annotate's --retrain-keep-base (default: its own, 0 with routing, 0.5 without)",
+    )
+    ap.add_argument("--route", action=argparse.BooleanOptionalAction, default=True, help="annotate's --retrain-route")
     ap.add_argument("--heldout", default="latest+earlier", help="annotate's --retrain-heldout")
     ap.add_argument("--table", action="store_true")
     args = ap.parse_args()
+    keep = args.keep_base if args.keep_base is not None else (0.0 if args.route else 0.5)  # annotate's default
     proto = Protocol(args.every, args.minutes, args.model, args.think, args.retrain_threads, args.zoom_in,
-                     args.keep_base, args.heldout)  # fmt: skip
+                     keep, args.heldout, args.route)  # fmt: skip
     if not args.table:
         with tempfile.TemporaryDirectory(prefix="annotate-sim-") as tmp:
             for domain in args.domain or list(DOMAINS):

@@ -63,8 +63,12 @@ def add_retrain_flags(p, learn_help: str) -> None:
                    help=f"compute threads of a retrain, at nice 10 (default: every core, {d.threads})")  # fmt: skip
     p.add_argument("--retrain-keep-base", type=share, default=d.keep_base,
                    help="the starting model's share in every retrained model: its weights and the retrained ones "
-                        f"averaged, so objects unlike those labelled so far are not forgotten (0-1, default: "
-                        f"{d.keep_base:g}; 0 = the retrained model alone)")  # fmt: skip
+                        "averaged, so objects unlike those labelled so far are not forgotten (0-1; default: 0 with "
+                        "--retrain-route, 0.5 without; 0 = the retrained model alone)")  # fmt: skip
+    p.add_argument("--retrain-route", action=argparse.BooleanOptionalAction, default=d.route,
+                   help="serve each picture with the starting or the retrained model, whichever needed fewer clicks "
+                        "on the held-out pictures most like it (a folder of several kinds of objects keeps the "
+                        "starting model where a retrain does worse; default: on)")  # fmt: skip
 
 
 def learn_config(args: argparse.Namespace):
@@ -73,7 +77,7 @@ def learn_config(args: argparse.Namespace):
 
     return LearnConfig(every=args.retrain_every, minutes=args.retrain_minutes, threads=args.retrain_threads,
                        zoom_in=args.zoom_in, heldout=args.retrain_heldout,
-                       keep_base=args.retrain_keep_base)  # fmt: skip
+                       keep_base=args.retrain_keep_base, route=args.retrain_route)  # fmt: skip
 
 
 def share(text: str) -> float:

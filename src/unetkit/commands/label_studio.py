@@ -5,6 +5,7 @@ labelling config `--config` prints."""
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 from pathlib import Path
 
@@ -66,6 +67,7 @@ def build(args: argparse.Namespace):
     from unetkit.serve.ls_backend import Backend, create_backend, learner_for
     from unetkit.serve.ls_store import AnnotationStore
     from unetkit.serve.ls_tasks import Source
+    from unetkit.serve.routing import route_setter
 
     if args.queue < 0:
         raise ConfigError("label-studio: --queue must be >= 0")
@@ -90,5 +92,7 @@ def build(args: argparse.Namespace):
         served.seg = load(path, args.engine, args.device, "auto", log=lambda m: None)
 
     learn = learn_config(args)
-    backend.learner = learner_for(seg, state, args.model, learn if args.learn else None, store, swap)
+    base = functools.partial(load, args.model, args.engine, args.device, "auto", log=lambda m: None)
+    route = route_setter(served, base)
+    backend.learner = learner_for(seg, state, args.model, learn if args.learn else None, store, swap, route)
     return create_backend(backend)

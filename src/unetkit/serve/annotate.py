@@ -28,6 +28,7 @@ from unetkit.errors import ConfigError, DataError
 from unetkit.runtime import release_openmp_threads
 from unetkit.serve.http import MAX_MASK_BYTES, UploadError, read_sized_png
 from unetkit.serve.learning import STATE_DIR, LearnConfig, Learner, write_json
+from unetkit.serve.routing import route_setter
 
 
 @dataclass
@@ -100,7 +101,9 @@ def annotate_routes(items: list[Item], learn: LearnSpec | None = None, classes: 
         if learn is not None:
             swap = functools.partial(swap_model, app, items, learn)
             pairs = functools.partial(accepted_pairs, items, flags)
-            learner = Learner(learn.folder, learn.initial_model, learn.config, pairs, swap)
+            base = functools.partial(load, learn.initial_model, learn.engine, learn.device, "auto", log=lambda m: None)
+            route = route_setter(app.state.served, base)
+            learner = Learner(learn.folder, learn.initial_model, learn.config, pairs, swap, route)
         app.state.learner = learner
         add_annotate_routes(app, Listing(items, flags), learner, len(names))
         colors = plots.legend_colors(len(names))

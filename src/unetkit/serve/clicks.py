@@ -153,7 +153,8 @@ def add_click_routes(app, seg, limits: Limits) -> dict:
 
     def predictor_for(current) -> ClickPredictor:
         if id(current) not in predictors:
-            predictors.clear()
+            if len(predictors) >= 2:  # the served model and, with learning's routing, the base one
+                predictors.clear()
             predictors[id(current)] = ClickPredictor(current)
         return predictors[id(current)]
 
@@ -169,7 +170,6 @@ def add_click_routes(app, seg, limits: Limits) -> dict:
     ):
         if app.state.gate.full():
             return busy()
-        predictor = predictor_for(app.state.served.seg)
         try:
             if image is not None:
                 data = await image.read(limits.max_bytes + 1)
@@ -179,6 +179,7 @@ def add_click_routes(app, seg, limits: Limits) -> dict:
         except UploadError as e:
             return JSONResponse({"error": str(e)}, e.status)
         zoom = options.zoom_in if zoom_in is None else zoom_in
+        predictor = predictor_for(app.state.served.pick(array))
         done = await gated(app.state.gate, segment, predictor, array, click_list, prev_map, prev_box, zoom)
         if isinstance(done, Response):
             return done

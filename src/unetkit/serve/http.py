@@ -36,6 +36,13 @@ class Served:
 
     def __init__(self, seg) -> None:
         self.seg = seg
+        self.route = None  # learning's per-picture routing (serve/routing.py Router), or none
+
+    def pick(self, image):
+        """The model for this picture: the served one, or where learning routes pictures, the base or
+        the retrained one (read once per request, as `.seg`)."""
+        route = self.route
+        return self.seg if route is None else route.pick(image, self.seg)
 
 
 class Gate:

@@ -28,7 +28,8 @@ from unetkit.deploy.export import export_safetensors
 from unetkit.infer.checkpoint import load_model
 from unetkit.serve.heldout import earlier, latest, pick, pictures
 from unetkit.serve.interpolate import interpolate_checkpoints
-from unetkit.serve.promotion import group_scores, metric, promoted
+from unetkit.serve.promotion import better, group_scores, metric, promoted
+from unetkit.serve.routing import write_routed
 
 STATE_DIR = ".unetkit"
 
@@ -65,8 +66,12 @@ class LearnConfig:
     lr: float = 1e-3  # fine-tuning's (the encoder's 0.1x): best of 1e-4/3e-4/1e-3 on true masks (docs/clicks.md)
     # the starting model's share in every candidate (serve/interpolate.py): a retrain on the objects labelled
     # so far forgets the others. annotate_sim, 2nd half vs learning off: mixed folder +14.7% clicks at 0 (the
-    # tuned model alone), +4.8% at 0.5; but ISBI cells 13% fewer at 0.5 where 0 had 32% (docs/clicks.md)
-    keep_base: float = 0.5
+    # tuned model alone), +4.8% at 0.5; but ISBI cells 13% fewer at 0.5 where 0 had 32% (docs/clicks.md).
+    # None: 0 with routing (it keeps the base for pictures the tuned model does worse on), else 0.5
+    keep_base: float | None = None
+    # serve each picture with the base or the retrained model, by what they cost on the held-out pictures
+    # most like it (serve/routing.py); a candidate is then scored against the base model, routed
+    route: bool = True
 
 
 VAL_SHARE = 0.15  # of the pictures not held out: training's val split (the share it would cut itself)
@@ -125,15 +130,21 @@ class Learner:
     """Starts retrains as masks are accepted and swaps in the models that earn it. `pairs()` lists the
     accepted (image, mask) pairs; `swap(path)` serves the model at path and re-ranks the images."""
 
-    def __init__(self, folder: Path, initial_model: str, config: LearnConfig, pairs: Callable, swap: Callable):
+    def __init__(self, folder: Path, initial_model: str, config: LearnConfig, pairs: Callable, swap: Callable,
+                 route: Callable | None = None):  # fmt: skip
         self.folder, self.config, self.pairs, self.swap = folder, config, pairs, swap
-        self.base = initial_model  # what every candidate keeps a share of (config.keep_base)
+        # route(table): serve pictures by the accepted retrain's table (serve/routing.py route_setter)
+        self.route = route if config.route else None
+        self.keep = config.keep_base if config.keep_base is not None else (0.0 if self.route else 0.5)
+        self.base = initial_model  # what every candidate keeps a share of (self.keep), routing's base
         self.state = load_state(folder, initial_model)
         self.lock = threading.Lock()
         self.job: threading.Thread | None = None
         self.process: subprocess.Popen | None = None
         self.started: float | None = None
         self.promote = promoted  # (new scores, old scores by held-out group) -> serve the candidate?
+        if self.route is not None and self.state.get("route"):
+            self.route(self.state["route"])  # a restart: the table the served model was accepted with
         atexit.register(self.stop)
 
     @property
@@ -278,9 +289,16 @@ class Learner:
         except TimeoutError:
             if not candidate.is_file():
                 raise
-        if c.keep_base > 0:
-            candidate = interpolate_checkpoints(self.base, str(candidate), c.keep_base, work / "candidate.safetensors")
+        if self.keep > 0:
+            candidate = interpolate_checkpoints(self.base, str(candidate), self.keep, work / "candidate.safetensors")
         return candidate, limit
+
+    def _routed(self, work: Path, files: dict[str, set[str]]) -> tuple[tuple[list, list[bool]], dict]:
+        """((the routing table, which held-out masks routing gave the candidate), the routed pair's group
+        scores): each held-out mask scored by the model the others route it to (serve/routing.py)."""
+        old, new = work / "eval-old" / "per_image.csv", work / "eval-new" / "per_image.csv"
+        rows, choices = write_routed(old, new, work / "routed.csv")
+        return (rows, choices), group_scores(work / "routed.csv", {**files, "all": set().union(*files.values())})
 
     def _job(self, work: Path, version: int) -> dict:
         """Train a candidate from the current model, score both on the held-out masks, promote or not."""
@@ -289,9 +307,12 @@ class Learner:
         csv, parts, val = self._split_csv(work, pairs)
         log, t0 = work / "log.txt", time.time()
         files = {g: {str(img.resolve()) for img, _ in pairs if img.stem in stems} for g, stems in parts.items()}
-        old = self._score(self.current, csv, work / "eval-old", log, files)
+        old = self._score(self.base if self.route else self.current, csv, work / "eval-old", log, files)
         candidate, limit = self._train(work, csv, log, t0, time.time() - t0)
         new = self._score(str(candidate), csv, work / "eval-new", log, files)
+        table = None
+        if self.route is not None:  # judged as served: each held-out picture by the model routing picks
+            table, new = self._routed(work, files)
         held = set().union(*parts.values())
         result = {
             "heldout": sum(img.stem in held for img, _ in pairs),
@@ -303,16 +324,23 @@ class Learner:
             "metric": metric(old["all"], c.clicks),
             "groups": {g: {"heldout": len(parts[g]), "old": old.get(g), "new": new.get(g)} for g in parts},
             "train_limit_s": limit,
-            "keep_base": c.keep_base,
+            "keep_base": self.keep,
+            "scored_against": "the base model; the candidate routed" if table is not None else "the served model",
+            "routed_to_candidate": sum(table[1]) if table is not None else None,
         }
         if not self.promote({g: new[g] for g in parts if g in new}, {g: old[g] for g in parts if g in old}):
             return {**result, "outcome": "rejected (worse on the held-out masks)"}
+        if table is not None and not better(new["all"], old["all"]):
+            return {**result, "outcome": "rejected (routing would never pick it)"}
         model, new_meta = load_model(candidate)
         name = f"models/v{version}.safetensors"
         export_safetensors(model, new_meta, self.folder / STATE_DIR / name)
         card = {**result, "version": version, "from": self.state["model"], "date": time.strftime("%Y-%m-%d %H:%M:%S")}
         write_json(self.folder / STATE_DIR / f"models/v{version}.card.json", card)
         self.swap(str(self.folder / STATE_DIR / name))
+        route = [r.to_dict() for r in table[0]] if table is not None else None
+        if self.route is not None:
+            self.route(route)
         with self.lock:
-            self.state.update(version=version, model=name)
+            self.state.update(version=version, model=name, route=route)
         return {**result, "outcome": "accepted"}

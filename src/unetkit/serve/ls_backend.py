@@ -59,12 +59,13 @@ class Backend:
 
     def predictor(self, seg) -> ClickPredictor:
         if id(seg) not in self.predictors:
-            self.predictors = {id(seg): ClickPredictor(seg)}
+            keep = self.predictors if len(self.predictors) < 2 else {}  # the served and the base model
+            self.predictors = {**keep, id(seg): ClickPredictor(seg)}
         return self.predictors[id(seg)]
 
     def predict_task(self, task: dict, config: LabelConfig, context: dict | None) -> dict:
-        seg = self.served.seg
-        _, array = task_image(task, config, self.source, self.limits, seg.in_channels)
+        _, array = task_image(task, config, self.source, self.limits, self.served.seg.in_channels)
+        seg = self.served.pick(array)  # with learning's routing: the base or the retrained model
         regions = click_regions(self, seg, array, config, context) if seg.meta.interactive else (
             class_regions(seg, array, config))  # fmt: skip
         score = float(np.mean([r.get("score", 1.0) for r in regions] or [0.0]))
@@ -235,8 +236,9 @@ async def _webhook(backend: Backend, gate: Gate, body: dict):
     return JSONResponse({"kept": done, "model_version": backend.version}, 201)
 
 
-def learner_for(seg, state: Path, initial: str, config: LearnConfig | None, store: AnnotationStore, swap):
-    """Annotate's learner over the accepted masks, for click models with learning on."""
+def learner_for(seg, state: Path, initial: str, config: LearnConfig | None, store: AnnotationStore, swap, route=None):
+    """Annotate's learner over the accepted masks, for click models with learning on; `route` serves
+    pictures by the accepted retrain's table (serve/routing.py route_setter)."""
     if config is None or not seg.meta.interactive:
         return None
-    return Learner(state, initial, config, store.pairs, swap)
+    return Learner(state, initial, config, store.pairs, swap, route)

@@ -72,3 +72,11 @@ def better_or_equal(new: dict, old: dict) -> bool:
 def promoted(new: dict[str, dict], old: dict[str, dict]) -> bool:
     """Every group the served model was scored on: the candidate does no worse there (`better_or_equal`)."""
     return all(g in new and better_or_equal(new[g], old[g]) for g in old)
+
+
+def better(new: dict, old: dict) -> bool:
+    """Strictly better on one group (the routed rule: a candidate routing would never pick, or that
+    changes nothing, is not worth replacing the one served)."""
+    if by_iou(old):
+        return new["iou"] > old["iou"]
+    return (new["noc90"], -new["iou"]) < (old["noc90"], -old["iou"])
