@@ -183,7 +183,8 @@ def label_one(client: Client, index: int, gt_dir: Path, think: float = 0.0, max_
     done = client.post(f"/v1/annotate/items/{index}/mask", {"name": item["name"]}, {"mask": png(mask)})
     return {"name": item["name"], "clicks": len(clicks), "iou": round(click_iou(mask, gt), 4),
             "ms_per_click": [round(t * 1000, 1) for t in times[1:]], "ms_first": round(times[0] * 1000, 1),
-            "model_version": learning["version"], "retrain_running": learning.get("running", False),
+            "model_version": learning["version"], "model": out.get("model"),
+            "retrain_running": learning.get("running", False),
             "next": done.get("next_unlabelled"), "retrain_started": done.get("retrain_started", False)}  # fmt: skip
 
 

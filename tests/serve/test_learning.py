@@ -386,7 +386,7 @@ def test_with_routing_a_candidate_better_on_one_kind_is_served_for_that_kind(cli
 
     folder, pairs = tmp_path / "todo", []
     rng = np.random.default_rng(0)
-    for i in range(10):
+    for i in range(12):
         img, mask = folder / "images" / f"{'grey' if i % 2 else 'colour'}{i}.png", folder / "masks" / f"{i}.png"
         img.parent.mkdir(parents=True, exist_ok=True)
         mask.parent.mkdir(parents=True, exist_ok=True)
@@ -399,7 +399,7 @@ def test_with_routing_a_candidate_better_on_one_kind_is_served_for_that_kind(cli
     ckpt = str(click_run.best_checkpoint)
     served, swapped, seen = Served("base"), [], []
     route = route_setter(served, lambda: "base")
-    config = LearnConfig(every=3, min_heldout=6, max_heldout=6, min_train=2, heldout="latest")
+    config = LearnConfig(every=3, min_heldout=8, max_heldout=8, min_train=2, heldout="latest")
     learner = Learner(
         folder, ckpt, config, lambda: pairs, lambda path: swapped.append(path) or setattr(served, "seg", "tuned"), route
     )
@@ -408,10 +408,10 @@ def test_with_routing_a_candidate_better_on_one_kind_is_served_for_that_kind(cli
     learner.job.join()
     last = learner.state["history"][-1]
     assert last["outcome"] == "accepted", json.dumps(last)
-    assert (last["score_old"], last["score_new"], last["routed_to_candidate"]) == (4.0, 2.0, 3)
+    assert (last["score_old"], last["score_new"], last["routed_to_candidate"]) == (4.0, 2.0, 4)
     assert last["keep_base"] == 0.0 and seen[-1][1].endswith("last.pt")  # routing keeps the base: no averaging
     assert [evaluate[1] for evaluate in (seen[0], seen[-1])][0] == ckpt  # scored against the base model
-    assert len(learner.state["route"]) == 6 and json.loads((folder / ".unetkit" / "state.json").read_text())["route"]
+    assert len(learner.state["route"]) == 8 and json.loads((folder / ".unetkit" / "state.json").read_text())["route"]
     grey_picture = np.asarray(Image.open(pairs[1][0]))
     colour_picture = np.asarray(Image.open(pairs[0][0]))
     assert served.pick(grey_picture) == "tuned" and served.pick(colour_picture) == "base"

@@ -72,8 +72,10 @@ def test_the_nearest_held_out_pictures_decide_and_a_tie_keeps_the_base():
     rows = rows_of_two_kinds()
     assert use_tuned(signature(grey_cells(7)), rows, k=3)  # its 3 nearest: grey, -3 each
     assert not use_tuned(signature(colour_photo(7)), rows, k=3)  # colour: +3 each
-    # k=6 sums all: 3*(-3) + 3*(+3) = 0, a tie -> the base everywhere
+    # k=6: three of the six favour the base -> the base everywhere (each neighbour must favour the tuned one)
     assert not use_tuned(signature(grey_cells(7)), rows, k=6)
+    close = [Row(f"g{i}", signature(grey_cells(i)), 6.0, 5.99 if i else 6.0) for i in range(3)]
+    assert not use_tuned(signature(grey_cells(7)), close, k=3) and use_tuned(signature(grey_cells(7)), close[1:], k=2)
     tie = [Row("a", signature(grey_cells(0)), 3.0, 3.0)]
     assert not use_tuned(signature(grey_cells(1)), tie) and not use_tuned(signature(grey_cells(1)), [])
     # leave one out: each picture decided by the others of its kind

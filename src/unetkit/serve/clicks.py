@@ -179,6 +179,7 @@ def add_click_routes(app, seg, limits: Limits) -> dict:
         except UploadError as e:
             return JSONResponse({"error": str(e)}, e.status)
         zoom = options.zoom_in if zoom_in is None else zoom_in
+        served = app.state.served.seg
         predictor = predictor_for(app.state.served.pick(array))
         done = await gated(app.state.gate, segment, predictor, array, click_list, prev_map, prev_box, zoom)
         if isinstance(done, Response):
@@ -196,6 +197,8 @@ def add_click_routes(app, seg, limits: Limits) -> dict:
             "mask_png_base64": base64.b64encode(mask_png(mask, 2, compress_level=1)).decode(),
             "probs_id": cache.keep_map(image_id, probs8, box),
             "box": list(box) if box else None,  # y0, x0, y1, x1 of the zoom-in, or none (the whole image)
+            # learning's routing gave this picture to the model annotate started with, not the retrained one
+            "model": "starting" if predictor.seg is not served else "served",
         }
         if return_probs:
             out["probs_png_base64"] = png_b64(probs8)

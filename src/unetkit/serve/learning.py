@@ -2,7 +2,10 @@
 accepted masks, a background job fine-tunes the served click model on all accepted masks of DIR
 (the click-training recipe, from the model in use), holding out the latest of them and a stable share
 of the earlier ones, and the new model replaces the served one only if it needs no more simulated
-clicks to reach IoU 0.90 on either group (serve/promotion.py). The job runs as child processes at a
+clicks to reach IoU 0.90 on either group (serve/promotion.py). With routing (the default) both the
+starting model and the latest accepted one serve, each picture by the one that did better on the
+held-out pictures most like it (serve/routing.py), and a candidate is judged routed, against the
+starting model. The job runs as child processes at a
 lower priority with their own thread count and a time bound, so the page keeps answering clicks, and
 a job that crashes or is killed changes nothing. Accepted masks on disk stay the source of truth;
 DIR/.unetkit/ keeps each accepted model with its card and state.json names the one in use, so a
@@ -337,10 +340,10 @@ class Learner:
         export_safetensors(model, new_meta, self.folder / STATE_DIR / name)
         card = {**result, "version": version, "from": self.state["model"], "date": time.strftime("%Y-%m-%d %H:%M:%S")}
         write_json(self.folder / STATE_DIR / f"models/v{version}.card.json", card)
-        self.swap(str(self.folder / STATE_DIR / name))
         route = [r.to_dict() for r in table[0]] if table is not None else None
-        if self.route is not None:
+        if self.route is not None:  # first: the swap re-ranks the images, and clicks go on meanwhile
             self.route(route)
+        self.swap(str(self.folder / STATE_DIR / name))
         with self.lock:
             self.state.update(version=version, model=name, route=route)
         return {**result, "outcome": "accepted"}

@@ -79,13 +79,16 @@ class Row:
 
 
 def use_tuned(sig: np.ndarray, rows: list[Row], k: int = NEIGHBOURS) -> bool:
-    """The tuned model for this picture only if, summed over its k most similar held-out pictures, it
-    cost fewer clicks than the base model (a tie keeps the base: it is what learning off serves)."""
+    """The tuned model for this picture only if each of its k most similar held-out pictures cost fewer
+    clicks with it than with the base model; anything less keeps the base, which is what learning off
+    serves. (Unanimity, not the sum: on the mixed folder's 40 held-out objects, tables of 12 drawn 200
+    times, summing left COCO objects +0.18 clicks worse and GrabCut +0.10; all three agreeing +0.03 and
+    +0.03, ISBI cells still -4.9 clicks, from a tuned model at -7.7 on them alone.)"""
     if not rows:
         return False
     sims = np.array([float(sig @ r.signature) for r in rows])
     near = np.argsort(-sims, kind="stable")[: max(1, min(k, len(rows)))]
-    return sum(rows[i].tuned - rows[i].base for i in near) < 0
+    return all(rows[i].tuned < rows[i].base for i in near)
 
 
 def left_out_choices(rows: list[Row], k: int = NEIGHBOURS) -> list[bool]:
