@@ -23,6 +23,10 @@ from PIL import Image
 
 SIDE = 64  # the signature's picture: a 64x64 thumbnail
 NEIGHBOURS = 3  # held-out pictures that decide for a picture: a retrain holds out at most 12, of several kinds
+# ... and each must look this much like it (cosine of signatures). On the mixed folder a picture's nearest
+# one of another kind reached 0.95 (a black-and-white COCO photo and ISBI's grey cells: 0.94), while the
+# frames of one CamVid video or the slices of one ISBI stack are >= 0.99 alike
+SIMILAR = 0.97
 
 
 def signature(image: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -78,17 +82,18 @@ class Row:
         return cls(d["image"], np.asarray(d["signature"], dtype=np.float32), float(d["base"]), float(d["tuned"]))
 
 
-def use_tuned(sig: np.ndarray, rows: list[Row], k: int = NEIGHBOURS) -> bool:
-    """The tuned model for this picture only if each of its k most similar held-out pictures cost fewer
-    clicks with it than with the base model; anything less keeps the base, which is what learning off
-    serves. (Unanimity, not the sum: on the mixed folder's 40 held-out objects, tables of 12 drawn 200
-    times, summing left COCO objects +0.18 clicks worse and GrabCut +0.10; all three agreeing +0.03 and
-    +0.03, ISBI cells still -4.9 clicks, from a tuned model at -7.7 on them alone.)"""
+def use_tuned(sig: np.ndarray, rows: list[Row], k: int = NEIGHBOURS, similar: float = SIMILAR) -> bool:
+    """The tuned model for this picture only if each of its k most similar held-out pictures looks much
+    like it (`similar`) and cost fewer clicks with the tuned model than with the base; anything less
+    keeps the base, which is what learning off serves. Unanimity, not a sum: one held-out picture the
+    tuned model did much better on must not outvote the others. The likeness bound: on annotate_sim's
+    mixed folder a black-and-white COCO photo went to a model tuned on grey ISBI cells (20 clicks, 5
+    with the base; benchmarks/annotate_sim.jsonl)."""
     if not rows:
         return False
     sims = np.array([float(sig @ r.signature) for r in rows])
     near = np.argsort(-sims, kind="stable")[: max(1, min(k, len(rows)))]
-    return all(rows[i].tuned < rows[i].base for i in near)
+    return all(sims[i] >= similar and rows[i].tuned < rows[i].base for i in near)
 
 
 def left_out_choices(rows: list[Row], k: int = NEIGHBOURS) -> list[bool]:
