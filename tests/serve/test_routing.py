@@ -127,3 +127,32 @@ def test_the_served_object_routes_each_picture_once_a_table_is_set():
     assert Row.from_dict(table[0]).base == 6.0 and len(table[0]["signature"]) == 36
     set_route(None)
     assert served.pick(colour_photo(9)) == "tuned"
+
+
+def test_the_likeness_bound_parts_real_kinds_of_pictures():
+    """The numbers behind SIMILAR: the slices of one ISBI stack and every 5th frame of one CamVid video
+    are >= 0.98 alike (nearest other), while a black-and-white COCO photo stays below the bound against
+    every ISBI slice (annotate_sim's mixed folder had routed it to a model tuned on cells), as GrabCut's
+    photos do against both."""
+    import glob
+
+    from conftest import shared_dataset
+
+    from unetkit.serve.routing import SIMILAR
+
+    def sigs(pattern: str) -> np.ndarray:
+        return np.stack([signature(np.asarray(Image.open(f).convert("RGB"))) for f in sorted(glob.glob(pattern))])
+
+    def nearest_other(s: np.ndarray) -> float:
+        m = s @ s.T
+        np.fill_diagonal(m, -1)
+        return float(m.max(1).min())
+
+    cells = sigs(str(shared_dataset("isbi2012_em") / "train" / "images" / "*.png"))
+    frames = sigs(str(shared_dataset("camvid") / "test" / "images" / "0001TP_*.png"))[:60:5]
+    photos = sigs(str(shared_dataset("grabcut") / "images" / "*"))
+    plane = sigs(str(shared_dataset("coco320") / "images" / "000000221184.jpg"))
+    assert len(cells) == 30 and len(frames) == 12 and len(photos) >= 30
+    assert nearest_other(cells) >= 0.98 and nearest_other(frames) >= 0.99
+    assert 0.9 < float((plane @ cells.T).max()) < SIMILAR  # alike, but not enough to be routed with them
+    assert float((photos @ cells.T).max()) < SIMILAR and float((photos @ frames.T).max()) < SIMILAR

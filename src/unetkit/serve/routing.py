@@ -8,7 +8,8 @@ pictures that look most like it.
 "Look like" is a signature of the picture alone (hue, saturation, brightness and edge-strength
 histograms), not of the network: it works with every engine and needs no forward pass. On the mixed
 folder's 80 pictures (COCO, GrabCut, CamVid, ISBI) its nearest neighbour was of the same kind for 95%
-of them; the click model's own encoder features, pooled, for 89%."""
+of them; the click model's own encoder features, pooled, for 89% (a one-off check while building this,
+not a benchmark in the repo)."""
 
 from __future__ import annotations
 
@@ -23,9 +24,9 @@ from PIL import Image
 
 SIDE = 64  # the signature's picture: a 64x64 thumbnail
 NEIGHBOURS = 3  # held-out pictures that decide for a picture: a retrain holds out at most 12, of several kinds
-# ... and each must look this much like it (cosine of signatures). On the mixed folder a picture's nearest
-# one of another kind reached 0.95 (a black-and-white COCO photo and ISBI's grey cells: 0.94), while the
-# frames of one CamVid video or the slices of one ISBI stack are >= 0.99 alike
+# ... and each must look this much like it (cosine of signatures): the slices of one ISBI stack and the
+# frames of one CamVid video are >= 0.98 alike; a black-and-white COCO photo against ISBI's grey cells
+# 0.958, GrabCut's photos against both below 0.94 (tests/serve/test_routing.py, on ../shared/data)
 SIMILAR = 0.97
 
 
