@@ -137,7 +137,6 @@ def test_the_likeness_bound_parts_real_kinds_of_pictures():
     import glob
 
     from conftest import shared_dataset
-
     from unetkit.serve.routing import SIMILAR
 
     def sigs(pattern: str) -> np.ndarray:

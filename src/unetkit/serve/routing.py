@@ -6,10 +6,7 @@ both on its held-out masks, and a picture is served by the one that needed fewer
 pictures that look most like it.
 
 "Look like" is a signature of the picture alone (hue, saturation, brightness and edge-strength
-histograms), not of the network: it works with every engine and needs no forward pass. On the mixed
-folder's 80 pictures (COCO, GrabCut, CamVid, ISBI) its nearest neighbour was of the same kind for 95%
-of them; the click model's own encoder features, pooled, for 89% (a one-off check while building this,
-not a benchmark in the repo)."""
+histograms), not of the network: it works with every engine and needs no forward pass."""
 
 from __future__ import annotations
 
