@@ -1,9 +1,9 @@
 """Per-picture routing between the starting click model and the retrained one (serve/learning.py,
 `--retrain-route`): a retrain on the objects labelled so far gains on pictures like them and can lose
-on other kinds (annotate_sim's mixed folder: a model tuned on its first 40 objects took ISBI cells from
-17.0 to 9.3 clicks and COCO objects from 13.1 to 15.4). Both models stay loaded; each retrain scores
-both on its held-out masks, and a picture is served by the one that needed fewer clicks on the held-out
-pictures that look most like it.
+on other kinds (annotate_sim's mixed folder, one model served for all: +4.5% clicks over the second
+half against learning off, the loss on COCO objects; benchmarks/RESULTS.md). Both models stay
+loaded; each retrain scores both on its held-out masks, and a picture is served by the one that needed
+fewer clicks on the held-out pictures that look most like it.
 
 "Look like" is a signature of the picture alone (hue, saturation, brightness and edge-strength
 histograms), not of the network: it works with every engine and needs no forward pass."""
