@@ -316,7 +316,8 @@ def protocol_words(info: dict) -> str:
     words += ["zoom-in"] if info.get("zoom_in") else []
     words += [f"keep base {info['keep_base']:g}"] if info.get("learn") and "keep_base" in info else []
     words += [f"held out: {info['heldout']}"] if info.get("learn") and "heldout" in info else []
-    words += ["routed"] if info.get("learn") and info.get("route") else []
+    rule = f" ({info['route_rule']})" if info.get("route_rule") else ""  # none: all 3 nearest, cosine >= 0.97
+    words += [f"routed{rule}"] if info.get("learn") and info.get("route") else []
     words += [f"{info['model_id']}, {info['every']}/{info['minutes']:g} min"] if info.get("model_id") else []
     return "".join(f", {w}" for w in words)
 

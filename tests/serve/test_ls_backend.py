@@ -25,6 +25,7 @@ from unetkit.serve.ls_backend import Backend, create_backend  # noqa: E402
 from unetkit.serve.ls_config import EXAMPLE, parse_config  # noqa: E402
 from unetkit.serve.ls_store import AnnotationStore  # noqa: E402
 from unetkit.serve.ls_tasks import Source, context_clicks  # noqa: E402
+from unetkit.serve.routing import Row, signature  # noqa: E402
 
 TOKEN = "secret-token"
 SEG_CONFIG = EXAMPLE.replace('value="Object"', 'value="foreground"')
@@ -218,10 +219,18 @@ def test_the_command_prints_a_config_and_a_restart_serves_the_last_accepted_mode
     state = tmp_path / "state"
     model, meta = load_model(click_run.best_checkpoint)
     export_safetensors(model, meta, state / ".unetkit" / "models" / "v2.safetensors")
+    grey = np.repeat(np.random.default_rng(0).normal(128, 30, (64, 64, 1)).clip(0, 255).astype(np.uint8), 3, 2)
+    table = [Row("grey.png", signature(grey), base=5.0, tuned=2.0).to_dict()]  # the retrain's routing table
     (state / ".unetkit" / "state.json").write_text(json.dumps(
-        {"version": 2, "model": "models/v2.safetensors", "accepted_at_retrain": 5, "history": []}))  # fmt: skip
+        {"version": 2, "model": "models/v2.safetensors", "accepted_at_retrain": 5, "history": [],
+         "route": table}))  # fmt: skip
     args = build_parser().parse_args(["label-studio", "builtin:clicks", "--state", str(state), "--no-learn"])
     app = build(args)
     assert open_client(app).get("/health").json()["model_version"] == "unetkit-v2"
     backend = app.state.backend
     assert backend.served.seg.meta.model == meta.model  # the accepted model, not builtin:clicks
+    # learning off now, the learnt model still answers only the pictures its table routes to it
+    colour = np.zeros((64, 64, 3), np.uint8)
+    colour[..., 0] = 200
+    assert backend.served.pick(grey) is backend.served.seg
+    assert backend.served.pick(colour) is backend.served.route.base is not backend.served.seg

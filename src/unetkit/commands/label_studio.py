@@ -95,4 +95,6 @@ def build(args: argparse.Namespace):
     base = functools.partial(load, args.model, args.engine, args.device, "auto", log=lambda m: None)
     route = route_setter(served, base)
     backend.learner = learner_for(seg, state, args.model, learn if args.learn else None, store, swap, route)
+    if backend.learner is None and learn.route and saved.get("route"):
+        route(saved["route"])  # learning off now: the model learnt still answers only the pictures it was routed
     return create_backend(backend)
