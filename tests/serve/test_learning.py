@@ -410,7 +410,7 @@ def test_with_routing_a_candidate_better_on_one_kind_is_served_for_that_kind(cli
     assert last["outcome"] == "accepted", json.dumps(last)
     assert (last["score_old"], last["score_new"], last["routed_to_candidate"]) == (4.0, 2.0, 4)
     assert last["keep_base"] == 0.0 and seen[-1][1].endswith("last.pt")  # routing keeps the base: no averaging
-    assert [evaluate[1] for evaluate in (seen[0], seen[-1])][0] == ckpt  # scored against the base model
+    assert seen[0][0] == "evaluate" and seen[0][1] == ckpt  # the first scoring: the starting model
     assert len(learner.state["route"]) == 8 and json.loads((folder / ".unetkit" / "state.json").read_text())["route"]
     grey_picture = np.asarray(Image.open(pairs[1][0]))
     colour_picture = np.asarray(Image.open(pairs[0][0]))
