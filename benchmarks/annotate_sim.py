@@ -17,7 +17,8 @@ starting model, on domains the shipped click model never saw:
                                       [--no-zoom-in]   # annotate without RITM's zoom-in
     python benchmarks/annotate_sim.py --table        # rewrite the RESULTS.md section and the plot
 
-Rows (one per image) go to benchmarks/annotate_sim.jsonl; the summary compares clicks per image over the
+Rows (one per image) go to benchmarks/annotate_sim.jsonl.gz (gzip: the per-click times made it over
+1 MiB); the summary compares clicks per image over the
 second half of the images (and with learning off's clicks on those same images: re-ranking by a retrained
 model changes which images come late), with the retrains' minutes and the time per click while a retrain ran."""
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import gzip
 import io
 import itertools
 import json
@@ -48,7 +50,7 @@ from common import header, machine, write_section  # noqa: E402
 
 HERE = Path(__file__).parent
 SHARED = HERE.parent.parent / "shared" / "data"
-ROWS = HERE / "annotate_sim.jsonl"
+ROWS = HERE / "annotate_sim.jsonl.gz"  # each run appends a gzip member; reading joins them
 FIRST = HERE / "annotate_sim_first_recipe.jsonl"  # learning on with the first recipe (lr 1e-3, IoU@1..5 gate)
 PLOT = HERE / "annotate_sim.png"
 CAR = 8  # CamVid's class index of car (SOURCE.md)
@@ -375,10 +377,15 @@ def plot(rows: list[dict], first: list[dict]) -> None:
     fig.savefig(PLOT, dpi=90, bbox_inches="tight")
 
 
+def read_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with gzip.open(path, "rt") if path.suffix == ".gz" else path.open() as f:
+        return [json.loads(line) for line in f]
+
+
 def table(command: str) -> None:
-    rows, first = (
-        [json.loads(line) for line in f.read_text().splitlines()] if f.is_file() else [] for f in (ROWS, FIRST)
-    )
+    rows, first = (read_rows(f) for f in (ROWS, FIRST))
     plot(rows, first)
     about = __doc__.split("\n\n")[0].replace("\n", " ")
     title = "## Labelling with learning on and off (cpu, simulated annotator)"
@@ -415,7 +422,7 @@ def main() -> None:
             for domain in args.domain or list(DOMAINS):
                 for mode in args.modes.split(","):
                     rows = simulate(domain, args.images, mode == "on", proto, Path(tmp))
-                    with ROWS.open("a") as f:
+                    with gzip.open(ROWS, "at") as f:
                         f.writelines(json.dumps(r) + "\n" for r in rows)
     # the header names what made the rows (each domain, learning off then on), not a --table rewrite
     table(RUN_COMMAND if args.table else "python benchmarks/annotate_sim.py " + " ".join(sys.argv[1:]))
