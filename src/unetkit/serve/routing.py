@@ -86,7 +86,7 @@ def use_tuned(sig: np.ndarray, rows: list[Row], k: int = NEIGHBOURS, similar: fl
     keeps the base, which is what learning off serves. Unanimity, not a sum: one held-out picture the
     tuned model did much better on must not outvote the others. The likeness bound: on annotate_sim's
     mixed folder a black-and-white COCO photo went to a model tuned on grey ISBI cells (20 clicks, 5
-    with the base; benchmarks/annotate_sim.jsonl)."""
+    with the base; benchmarks/annotate_sim.jsonl.gz)."""
     if not rows:
         return False
     sims = np.array([float(sig @ r.signature) for r in rows])
@@ -111,12 +111,11 @@ class Router:
         return tuned if use_tuned(signature(image), self.rows, self.k) else self.base
 
 
-def read_rows(base_csv: Path, tuned_csv: Path) -> list[Row]:
-    """The held-out masks as rows, from the two models' evaluate runs on the same csv (per_image.csv:
-    one row per mask, in the csv's order in both), each picture's signature read from its file once."""
-    base_rows, tuned_rows = _read(base_csv), _read(tuned_csv)
+def read_rows(base_rows: list[dict], tuned_rows: list[dict]) -> list[Row]:
+    """The held-out masks as rows, from the two models' per_image.csv rows (evaluate on the same csv: one
+    row per mask, in the csv's order in both), each picture's signature read from its file once."""
     if [r["image"] for r in base_rows] != [r["image"] for r in tuned_rows]:
-        raise ValueError(f"the two scorings list other masks ({base_csv} against {tuned_csv})")
+        raise ValueError("the two scorings list other masks")
     sigs: dict[str, np.ndarray] = {}
     rows = []
     for b, t in zip(base_rows, tuned_rows, strict=True):
@@ -140,9 +139,12 @@ def write_routed(base_csv: Path, tuned_csv: Path, out: Path, k: int = NEIGHBOURS
     """per_image.csv of the routed pair at `out` (each held-out mask scored by the model routing picks for
     it from the other masks: left_out_choices), so the promotion rule judges what routing would serve;
     returns the table it serves with once accepted, and which masks it gave the tuned model."""
-    rows = read_rows(base_csv, tuned_csv)
-    tuned = left_out_choices(rows, k)
     base_rows, tuned_rows = _read(base_csv), _read(tuned_csv)
+    try:
+        rows = read_rows(base_rows, tuned_rows)
+    except ValueError as e:
+        raise ValueError(f"{e} ({base_csv} against {tuned_csv})") from None
+    tuned = left_out_choices(rows, k)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(base_rows[0]) if base_rows else ["image", "noc90"])
