@@ -259,9 +259,13 @@ def test_the_shipped_click_models_int8_graph_gives_onnxruntimes_masks(tmp_path):
     assert engine.precision == "int8" and engine.model is None  # no dynamic graph to fall back on
     scored = OnnxRuntimeEngine(graph, 2)
     for x in inputs:
-        a, b = scored(x) > 0, engine(x) > 0  # no stand-in: the first call waits for its shape's graph
-        assert b.shape == a.shape == (1, 1, *x.shape[-2:])
-        assert (a == b).float().mean() > 0.98
+        ref, out = scored(x), engine(x)  # no stand-in: the first call waits for its shape's graph
+        assert out.shape == ref.shape == (1, 1, *x.shape[-2:])
+        # Two int8 runtimes round differently, which flips pixels whose logit is near 0 (on this synthetic
+        # picture 2.9% of all with the model shipped 2026-12-08); the shape bug flipped confident ones too.
+        sure, agree = ref.abs() > 1, ((ref > 0) == (out > 0)).float()
+        # (AVX2 EPYC: 99.6% and 99.3% of the confident pixels agree, 98.7% and 97.1% of all; the bug: 24.6%)
+        assert sure.float().mean() > 0.5 and agree[sure].mean() > 0.98 and agree.mean() > 0.93
     assert len(engine.shapes.ready) == 2
 
     answered = []
