@@ -81,6 +81,7 @@ class Recipe:
     view_size: int = 0  # click models: the view size recorded at export, chosen after training (click_table.py)
     first_zoom: float = 0.0  # click models: the first-click zoom share recorded at export (click_mix.py)
     shipped: bool = True  # False: a stage another recipe starts from, trained but not exported
+    stages: str = ""  # where earlier stages ran elsewhere: each stage's training time and CPU, for the card
 
 
 RECIPES = {
@@ -160,6 +161,9 @@ RECIPES = {
         "coco320's val pictures pick the checkpoint; duts2k test and coco320's test pictures (20%) held out",
         view_size=320,  # duts2k val, 3 clicks: IoU@1 0.843 at 320, 0.842 at 400, 0.815 at 512 (issue 21's note)
         first_zoom=FIRST_ZOOM,
+        stages="training seconds by stage (their cards): 2137, 3046 (AMD EPYC, AVX2, fp32), 3475 (Intel Xeon, AMX, "
+        "bf16), 4356, 3068 (AMD EPYC, AVX2, fp32): 4.47 h of click training after builtin:objects' 35 min; "
+        "each stage's scores: benchmarks/RESULTS.md, click-curve",
     ),
     "general-40m": Recipe(
         "the first stage of general (not shipped): CamVid's classes from the objects model",
@@ -267,6 +271,7 @@ def card(name: str, run: Path, weights: Path, score: dict) -> dict:
         "command": " ".join(train_command(name, shipped_init(config))),
         "reproduce": f"python scripts/builtin_weights.py {' '.join(stages(name))}",
         "training_budget": r.budget,
+        **({"stages": r.stages} if r.stages else {}),
         "training_log_end": done[-1] if done else "",
         "machine": {**machine(), "runtime": config.get("runtime")},
         "date": time.strftime("%Y-%m-%d"),
@@ -346,6 +351,7 @@ def write_card(info: dict, config: dict) -> None:
         f"- Storage: {info['storage']}; {info['bytes'] / 1e6:.2f} MB, sha256 {info['sha256'][:16]}...",
         f"- Trained on: {info['trained_on']}. Never on: {info['never_trained_on']}.",
         f"- Starts from: {info['starts_from']}; budget {info['training_budget']} of wall-clock training.",
+        *([f"- Stages: {info['stages']}."] if info.get("stages") else []),
         f"- Command: `{info['command']}` (reproduce all steps: `{info['reproduce']}`).",
         f"- Machine: {m['cpu']}, {m['threads']} threads, torch {m['torch']}; {info['training_log_end']}.",
         f"- Date: {info['date']}.",
