@@ -3,7 +3,7 @@ builtin:clicks as its rows in click_table.jsonl and click_mix.jsonl scored it (2
 GrabCut all 50, CamVid test objects >= 400 px every 6th image, coco320's held-out pictures), against
 the training seconds its card recorded. No model is run here: the rows come from click_table.py and
 click_mix.py (their commands are in RESULTS), the seconds from the cards (git log of
-src/unetkit/weights/clicks.md) and, for a stage not shipped, its run's train.log.
+src/unetkit/weights/clicks.md).
 
     python benchmarks/click_curve.py
 
@@ -33,7 +33,7 @@ STAGES = [
     ("3", 3475, "card at 53d9c73, Intel Xeon AMX bf16 (2.8x the EPYC's images/s)", "DUTS",
      {TABLE: "builtin:clicks (stage 3, 160 min)", MIX: "builtin:clicks (shipped)"}),
     ("4", 4356, "card at 5691e46, AMD EPYC AVX2", "DUTS + coco320", {MIX: "mixed stage (DUTS + coco320, 80 min)"}),
-    ("5", 3068, "runs/builtin-clicks/train.log, AMD EPYC AVX2", "DUTS + coco320",
+    ("5", 3068, "card at 48368bc, AMD EPYC AVX2", "DUTS + coco320",
      {MIX: "stage 5: the mixed recipe 55 min more (shipped 2026-12-08)"}),
 ]  # fmt: skip
 
