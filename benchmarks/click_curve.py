@@ -57,8 +57,9 @@ def rows() -> list[dict]:
 
 
 def find(all_rows: list[dict], models: dict[str, str], protocols: tuple[str, ...], zoom: bool) -> dict | None:
-    """A stage's row for one column: click_mix's (zoom-in recorded, first zoom as the stage ships it: 0.2
-    where it records one) before click_table's (zoom-in in the protocol's name, view 320)."""
+    """A stage's first row for one column, click_table's before click_mix's (the order `rows` reads them):
+    click_table's at view 320 (zoom-in in the protocol's name), click_mix's with zoom-in recorded and the
+    first zoom the stage ships (0.2 for the mixed stages)."""
     for r in all_rows:
         if models.get(r["file"]) != r["model"] or r["protocol"] not in protocols:
             continue
